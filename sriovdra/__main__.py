@@ -1,0 +1,3 @@
+from sriovdra.cli import main
+
+main()

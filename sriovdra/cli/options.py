@@ -1,0 +1,44 @@
+"""Options shared by several commands, and how they resolve to HostPaths."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from typing import Annotated, Optional
+
+import typer
+
+from sriovdra.host.paths import HostPaths
+
+
+class OutputFormat(str, Enum):
+    table = "table"
+    json = "json"
+    yaml = "yaml"
+
+
+HostRoot = Annotated[Optional[str], typer.Option(
+    "--host-root", envvar="SRIOVDRA_HOST_ROOT", metavar="PATH",
+    help="Host root for /proc, /etc and /var files (default /); sysfs and dev default below it.")]
+SysfsRoot = Annotated[Optional[str], typer.Option(
+    "--sysfs-root", envvar="SRIOVDRA_SYSFS_ROOT", metavar="PATH",
+    help="sysfs to read (default <host-root>/sys, i.e. /sys).")]
+DevRoot = Annotated[Optional[str], typer.Option(
+    "--dev-root", envvar="SRIOVDRA_DEV_ROOT", metavar="PATH",
+    help="Where /dev lives (default <host-root>/dev, i.e. /dev).")]
+Output = Annotated[OutputFormat, typer.Option(
+    "--output", "-o", help="Output format; json and yaml are stable for scripts.")]
+
+
+@dataclass(frozen=True)
+class GlobalOptions:
+    host_root: str | None = None
+    sysfs_root: str | None = None
+    dev_root: str | None = None
+
+
+def host_paths(ctx: typer.Context, host_root: str | None, sysfs_root: str | None,
+               dev_root: str | None) -> HostPaths:
+    """A subcommand's own flags win over the ones given before the subcommand."""
+    g = ctx.find_root().obj if isinstance(ctx.find_root().obj, GlobalOptions) else GlobalOptions()
+    return HostPaths.resolve(host_root or g.host_root, sysfs_root or g.sysfs_root, dev_root or g.dev_root)

@@ -1,0 +1,590 @@
+"""Fake hosts: a small YAML description of a node, materialised as a sysfs tree.
+
+The tree imitates the kernel's layout, symlinks included (bus/pci/devices -> devices/pci...,
+virtfnN/physfn, driver, iommu_group, class/net, class/infiniband, ...), so discovery reads
+it exactly as it reads /sys. Next to sys/ the builder writes dev/ (placeholder device nodes),
+proc/cpuinfo, and optionally etc/ and var/ (kubelet dirs, CDI dirs, container runtime
+config, NRI socket) so that `doctor` can run against the whole fake root.
+
+    python -m sriovdra.fakehost build demo/hosts/ethernet-baremetal.yaml /tmp/eth-node
+    sriovdra discover --sysfs-root /tmp/eth-node/sys
+
+The YAML schema is documented in demo/hosts/README.md; unknown keys are errors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import socket
+import sys
+import tempfile
+from dataclasses import dataclass
+from typing import Any
+
+MARKER = ".sriovdra-fakehost"
+
+_LINKS = ("ethernet", "infiniband")
+_PORT_STATE_NUM = {"Down": 1, "Init": 2, "Armed": 3, "Active": 4, "ActiveDefer": 5}
+_PHYS_STATE_NUM = {"Sleep": 1, "Polling": 2, "Disabled": 3, "PortConfigurationTraining": 4,
+                   "LinkUp": 5, "LinkErrorRecovery": 6, "PhyTest": 7}
+_DEFAULT_VF_DEVICE = {"15b3": "101e", "8086": "1889", "14e4": "16dc"}
+
+_HOST_KEYS = {"kind", "iommu", "noiommu", "modules", "rdmaNetnsMode", "kubelet", "cdi",
+              "containerd", "crio", "vendor", "product"}
+_FUNCTION_KEYS = {"pci", "vendor", "device", "class", "driver", "numa", "pcieRoot", "link",
+                  "netdev", "mac", "mtu", "speed", "operstate", "eswitch", "rdma", "rdmaName",
+                  "firmware", "guid", "ports", "vfs", "representors"}
+_VFS_KEYS = {"total", "count", "device", "driver", "rdma", "netdev", "netdevPrefix", "offset",
+             "stride", "guids", "portState", "mtu", "numa", "overrides"}
+_OVERRIDE_KEYS = {"driver", "netdev", "mac", "mtu", "operstate", "numa", "portState", "guid"}
+_PORT_KEYS = {"state", "physState", "rate", "lid", "smLid", "linkLayer"}
+_CONTAINERD_KEYS = {"configVersion", "cdi", "nri", "nriSocket"}
+_CRIO_KEYS = {"nri"}
+
+
+class FakeHostError(Exception):
+    """A host description is invalid; the message names the field."""
+
+
+@dataclass(frozen=True)
+class FakeHost:
+    root: str
+
+    @property
+    def sysfs(self) -> str:
+        return os.path.join(self.root, "sys")
+
+    @property
+    def dev(self) -> str:
+        return os.path.join(self.root, "dev")
+
+
+# --- spec validation ----------------------------------------------------------------------
+
+
+def _check_keys(obj: Any, allowed: set[str], where: str) -> dict:
+    if obj is None:
+        return {}
+    if not isinstance(obj, dict):
+        raise FakeHostError(f"{where}: expected a mapping, got {type(obj).__name__}")
+    unknown = sorted(set(obj) - allowed)
+    if unknown:
+        raise FakeHostError(f"{where}: unknown field(s) {', '.join(map(str, unknown))}")
+    return obj
+
+
+def _get(obj: dict, key: str, kind: type | tuple, where: str, default: Any = None) -> Any:
+    value = obj.get(key, default)
+    if value is None:
+        return default
+    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
+        name = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
+        raise FakeHostError(f"{where}.{key}: expected {name}, got {value!r}")
+    return value
+
+
+def _hexid(obj: dict, key: str, where: str, default: str | None) -> str | None:
+    value = obj.get(key, default)
+    if value is None:
+        return None
+    text = str(value).lower().removeprefix("0x")
+    if not text or any(c not in "0123456789abcdef" for c in text):
+        raise FakeHostError(f"{where}.{key}: expected a hex ID, got {value!r}")
+    return text
+
+
+def _parse_bdf(text: Any, where: str) -> tuple[int, int, int, int]:
+    try:
+        dom, bus, devfn = str(text).lower().split(":")
+        dev, fn = devfn.split(".")
+        d, b, v, f = int(dom, 16), int(bus, 16), int(dev, 16), int(fn, 16)
+    except ValueError:
+        raise FakeHostError(f"{where}.pci: expected a PCI address like 0000:3b:00.0, got {text!r}") from None
+    if b > 0xFF or v > 0x1F or f > 7:
+        raise FakeHostError(f"{where}.pci: {text!r} is out of range")
+    return d, b, v, f
+
+
+def _bdf(dom: int, bus: int, dev: int, fn: int) -> str:
+    return f"{dom:04x}:{bus:02x}:{dev:02x}.{fn:x}"
+
+
+def _digest(*parts: object) -> bytes:
+    return hashlib.sha1("/".join(map(str, parts)).encode()).digest()
+
+
+def derived_mac(address: str) -> str:
+    raw = _digest("mac", address)[:5]
+    return "02:" + ":".join(f"{b:02x}" for b in raw)
+
+
+def derived_guid(address: str) -> str:
+    raw = _digest("guid", address)[:8].hex()
+    return ":".join(raw[i:i + 4] for i in range(0, 16, 4))
+
+
+# --- the builder ---------------------------------------------------------------------------
+
+
+class _Tree:
+    """Writes files and relative symlinks under one root; remembers created dirs."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self._dirs: set[str] = set()
+
+    def abspath(self, rel: str) -> str:
+        return os.path.join(self.root, rel)
+
+    def mkdir(self, rel: str) -> str:
+        path = self.abspath(rel)
+        if path not in self._dirs:
+            os.makedirs(path, exist_ok=True)
+            self._dirs.add(path)
+        return path
+
+    def write(self, rel: str, content: object) -> None:
+        self.mkdir(os.path.dirname(rel))
+        with open(self.abspath(rel), "w") as f:
+            f.write(f"{content}\n")
+
+    def link(self, rel: str, target_rel: str) -> None:
+        """A relative symlink at rel pointing to target_rel (both relative to the root)."""
+        self.mkdir(os.path.dirname(rel))
+        path = self.abspath(rel)
+        target = os.path.relpath(self.abspath(target_rel), os.path.dirname(path))
+        if os.path.lexists(path):
+            os.unlink(path)
+        os.symlink(target, path)
+
+
+class _Builder:
+    def __init__(self, spec: dict, root: str) -> None:
+        self.spec = _check_keys(spec, {"description", "host", "pfs", "functions"}, "host description")
+        self.t = _Tree(root)
+        self.host = _check_keys(self.spec.get("host"), _HOST_KEYS, "host")
+        self.modules: list[str] = list(_get(self.host, "modules", list, "host", []))
+        self.iommu = _get(self.host, "iommu", bool, "host", True)
+        self.noiommu = _get(self.host, "noiommu", bool, "host", False)
+        self.counters = {"ifindex": 2, "iommu": 10, "uverbs": 0, "mad": 0, "rdma": 0}
+        self.any_rdma = False
+        self.any_vfio = False
+
+    # host-wide pieces
+    def build(self) -> None:
+        kind = _get(self.host, "kind", str, "host", "baremetal")
+        if kind not in ("baremetal", "vm"):
+            raise FakeHostError(f"host.kind: expected baremetal or vm, got {kind!r}")
+        self._host_identity(kind)
+        self.t.mkdir("sys/bus/pci/devices")
+        self.t.mkdir("sys/kernel/iommu_groups")
+        self.t.write("sys/bus/pci/drivers_probe", "")
+        self.t.write("sys/bus/pci/drivers_autoprobe", 1)
+        pfs = _get(self.spec, "pfs", list, "host description", [])
+        functions = _get(self.spec, "functions", list, "host description", [])
+        for i, pf in enumerate(pfs):
+            self._function(pf, f"pfs[{i}]", allow_vfs=True)
+        for i, fn in enumerate(functions):
+            self._function(fn, f"functions[{i}]", allow_vfs=False)
+        self._modules()
+        self._node_files()
+
+    def _host_identity(self, kind: str) -> None:
+        if kind == "vm":
+            vendor = _get(self.host, "vendor", str, "host", "QEMU")
+            product = _get(self.host, "product", str, "host", "Standard PC (Q35 + ICH9, 2009)")
+        else:
+            vendor = _get(self.host, "vendor", str, "host", "Dell Inc.")
+            product = _get(self.host, "product", str, "host", "PowerEdge R760")
+        self.t.write("sys/class/dmi/id/sys_vendor", vendor)
+        self.t.write("sys/class/dmi/id/product_name", product)
+        flags = "fpu vme de pse tsc msr pae mce cx8 apic sep mtrr pge mca cmov sse sse2 ht"
+        if kind == "vm":
+            flags += " hypervisor"
+        self.t.write("proc/cpuinfo", f"processor\t: 0\nvendor_id\t: GenuineIntel\nflags\t\t: {flags}\n")
+
+    def _modules(self) -> None:
+        for name in self.modules:
+            self.t.mkdir(f"sys/module/{name}")
+        if "vfio_pci" in self.modules:
+            self.t.mkdir("sys/module/vfio/parameters")
+            self.t.write("sys/module/vfio/parameters/enable_unsafe_noiommu_mode", "Y" if self.noiommu else "N")
+            self._driver_dir("vfio-pci")
+            self.t.write("dev/vfio/vfio", "")
+        mode = self.host.get("rdmaNetnsMode")
+        if mode is not None:
+            if mode not in ("shared", "exclusive"):
+                raise FakeHostError(f"host.rdmaNetnsMode: expected shared or exclusive, got {mode!r}")
+            self.t.write("sys/module/ib_core/parameters/netns_mode", "Y" if mode == "shared" else "N")
+        if self.any_rdma:
+            self.t.write("sys/class/infiniband_verbs/abi_version", 6)
+            self.t.write("sys/class/infiniband_mad/abi_version", 5)
+            if "rdma_ucm" in self.modules:
+                self.t.write("sys/class/misc/rdma_cm/dev", "10:58")
+                self.t.write("dev/infiniband/rdma_cm", "")
+
+    def _node_files(self) -> None:
+        if _get(self.host, "kubelet", bool, "host", True):
+            self.t.mkdir("var/lib/kubelet/plugins")
+            self.t.mkdir("var/lib/kubelet/plugins_registry")
+        if _get(self.host, "cdi", bool, "host", True):
+            self.t.mkdir("etc/cdi")
+            self.t.mkdir("var/run/cdi")
+        ctd = self.host.get("containerd")
+        if ctd is not None:
+            self._containerd(_check_keys(ctd, _CONTAINERD_KEYS, "host.containerd"))
+        crio = self.host.get("crio")
+        if crio is not None:
+            crio = _check_keys(crio, _CRIO_KEYS, "host.crio")
+            nri = _get(crio, "nri", bool, "host.crio", True)
+            self.t.write("etc/crio/crio.conf.d/10-nri.conf", f"[crio.nri]\nenable_nri = {str(nri).lower()}")
+
+    def _containerd(self, ctd: dict) -> None:
+        version = _get(ctd, "configVersion", int, "host.containerd", 3)
+        if version not in (2, 3):
+            raise FakeHostError(f"host.containerd.configVersion: expected 2 or 3, got {version}")
+        cdi = _get(ctd, "cdi", bool, "host.containerd")
+        nri = _get(ctd, "nri", bool, "host.containerd")
+        cri = "io.containerd.cri.v1.runtime" if version == 3 else "io.containerd.grpc.v1.cri"
+        lines = [f"version = {version}", "", f"[plugins.'{cri}']"]
+        if cdi is not None:
+            lines += [f"  enable_cdi = {str(cdi).lower()}", "  cdi_spec_dirs = ['/etc/cdi', '/var/run/cdi']"]
+        if nri is not None:
+            lines += ["[plugins.'io.containerd.nri.v1.nri']", f"  disable = {str(not nri).lower()}",
+                      "  socket_path = '/var/run/nri/nri.sock'"]
+        self.t.write("etc/containerd/config.toml", "\n".join(lines))
+        if _get(ctd, "nriSocket", bool, "host.containerd", bool(nri)):
+            _make_socket(self.t.abspath("var/run/nri/nri.sock"))
+
+    # PCI functions
+    def _function(self, spec: Any, where: str, allow_vfs: bool) -> None:
+        spec = _check_keys(spec, _FUNCTION_KEYS if allow_vfs else _FUNCTION_KEYS - {"vfs", "representors"}, where)
+        if "pci" not in spec:
+            raise FakeHostError(f"{where}.pci: required")
+        dom, bus, dev, fn = _parse_bdf(spec["pci"], where)
+        address = _bdf(dom, bus, dev, fn)
+        link = _get(spec, "link", str, where, "ethernet")
+        if link not in _LINKS:
+            raise FakeHostError(f"{where}.link: expected ethernet or infiniband, got {link!r}")
+        parent_dir = self._parent_dir(spec, where, dom, bus)
+        vendor = _hexid(spec, "vendor", where, "15b3")
+        fnspec = {
+            "address": address, "dir": f"{parent_dir}/{address}", "vendor": vendor,
+            "device": _hexid(spec, "device", where, "101d" if link == "ethernet" else "101b"),
+            "class": _hexid(spec, "class", where, "020000" if link == "ethernet" else "020700"),
+            "driver": _get(spec, "driver", str, where, "mlx5_core"),
+            "numa": _get(spec, "numa", int, where, -1),
+            "link": link,
+            "netdev": _get(spec, "netdev", str, where),
+            "mac": _get(spec, "mac", str, where),
+            "mtu": _get(spec, "mtu", int, where, 1500 if link == "ethernet" else 2044),
+            "speed": _get(spec, "speed", int, where, 100000),
+            "operstate": _get(spec, "operstate", str, where, "up"),
+            "rdma": _get(spec, "rdma", bool, where, link == "infiniband"),
+            "rdmaName": _get(spec, "rdmaName", str, where),
+            "firmware": str(spec.get("firmware", "22.39.1002")),
+            "guid": _get(spec, "guid", str, where),
+            "ports": self._ports(spec.get("ports", 1), where, link),
+        }
+        eswitch = _get(spec, "eswitch", str, where)
+        if eswitch not in (None, "legacy", "switchdev"):
+            raise FakeHostError(f"{where}.eswitch: expected legacy or switchdev, got {eswitch!r}")
+        self._pci_function(fnspec, where)
+        if fnspec["netdev"] and eswitch:
+            self.t.write(f"{fnspec['dir']}/net/{fnspec['netdev']}/compat/devlink/mode", eswitch)
+        if allow_vfs and "vfs" in spec:
+            vfs = _check_keys(spec["vfs"], _VFS_KEYS, f"{where}.vfs")
+            self._vfs(fnspec, vfs, f"{where}.vfs", (dom, bus, dev, fn))
+            if _get(spec, "representors", bool, where, eswitch == "switchdev") and fnspec["netdev"]:
+                self._representors(fnspec, vfs, f"{where}.vfs")
+
+    def _parent_dir(self, spec: dict, where: str, dom: int, bus: int) -> str:
+        root = _get(spec, "pcieRoot", str, where)
+        if root is None:
+            return f"sys/devices/pci{dom:04x}:{bus:02x}"
+        try:
+            rdom, rbus = root.removeprefix("pci").split(":")
+            rd, rb = int(rdom, 16), int(rbus, 16)
+        except ValueError:
+            raise FakeHostError(f"{where}.pcieRoot: expected pci<domain>:<bus>, got {root!r}") from None
+        if (rd, rb) == (dom, bus):
+            return f"sys/devices/{root}"
+        return f"sys/devices/{root}/{_bdf(rd, rb, 0, 0)}"  # the root port above the device
+
+    def _ports(self, value: Any, where: str, link: str) -> list[dict]:
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = [{} for _ in range(value)]
+        if not isinstance(value, list):
+            raise FakeHostError(f"{where}.ports: expected a count or a list of ports, got {value!r}")
+        ports = []
+        for i, p in enumerate(value):
+            pw = f"{where}.ports[{i}]"
+            p = _check_keys(p, _PORT_KEYS, pw)
+            state = _get(p, "state", str, pw, "Active")
+            if state not in _PORT_STATE_NUM:
+                raise FakeHostError(f"{pw}.state: expected one of {', '.join(_PORT_STATE_NUM)}, got {state!r}")
+            phys = _get(p, "physState", str, pw, "LinkUp" if state != "Down" else "Disabled")
+            if phys not in _PHYS_STATE_NUM:
+                raise FakeHostError(f"{pw}.physState: expected one of {', '.join(_PHYS_STATE_NUM)}, got {phys!r}")
+            ports.append({
+                "state": state, "physState": phys,
+                "rate": _get(p, "rate", str, pw, "100 Gb/sec (4X EDR)"),
+                "lid": _get(p, "lid", int, pw, i + 1 if link == "infiniband" else 0),
+                "smLid": _get(p, "smLid", int, pw, 1 if link == "infiniband" else 0),
+                "linkLayer": _get(p, "linkLayer", str, pw, "InfiniBand" if link == "infiniband" else "Ethernet"),
+            })
+        return ports
+
+    def _pci_function(self, f: dict, where: str, physfn: str | None = None, vf_index: int | None = None) -> None:
+        t, d, address = self.t, f["dir"], f["address"]
+        t.mkdir(d)
+        t.link(f"sys/bus/pci/devices/{address}", d)
+        t.write(f"{d}/vendor", f"0x{f['vendor']}")
+        t.write(f"{d}/device", f"0x{f['device']}")
+        t.write(f"{d}/class", f"0x{f['class']}")
+        t.write(f"{d}/numa_node", f["numa"])
+        t.write(f"{d}/driver_override", "(null)")
+        t.write(f"{d}/enable", 1)
+        if f["driver"]:
+            self._driver_dir(f["driver"])
+            t.link(f"{d}/driver", f"sys/bus/pci/drivers/{f['driver']}")
+            t.link(f"sys/bus/pci/drivers/{f['driver']}/{address}", d)
+        if physfn:
+            t.link(f"{d}/physfn", physfn)
+        if self.iommu or (self.noiommu and f["driver"] == "vfio-pci"):
+            self._iommu_group(f, d)
+        if f["netdev"]:
+            self._netdev(f, d, f["netdev"])
+        if f["rdma"]:
+            self._rdma(f, d, vf_index)
+
+    def _driver_dir(self, name: str) -> None:
+        base = f"sys/bus/pci/drivers/{name}"
+        if not os.path.isdir(self.t.abspath(base)):
+            for fname in ("bind", "unbind", "new_id", "remove_id"):
+                self.t.write(f"{base}/{fname}", "")
+
+    def _iommu_group(self, f: dict, d: str) -> None:
+        group = self.counters["iommu"]
+        self.counters["iommu"] += 1
+        gdir = f"sys/kernel/iommu_groups/{group}"
+        self.t.link(f"{gdir}/devices/{f['address']}", d)
+        self.t.link(f"{d}/iommu_group", gdir)
+        noiommu = not self.iommu
+        if noiommu:
+            self.t.write(f"{gdir}/name", "vfio-noiommu")
+        if f["driver"] == "vfio-pci":
+            self.any_vfio = True
+            self.t.write(f"dev/vfio/{'noiommu-' if noiommu else ''}{group}", "")
+
+    def _netdev(self, f: dict, d: str, name: str, phys_port_name: str | None = None) -> None:
+        nd = f"{d}/net/{name}"
+        ib = f["link"] == "infiniband"
+        mac = f.get("mac") or (self._ipoib_hwaddr(f) if ib else derived_mac(f["address"] + name))
+        t = self.t
+        t.write(f"{nd}/address", mac)
+        t.write(f"{nd}/addr_len", 20 if ib else 6)
+        t.write(f"{nd}/mtu", f["mtu"])
+        t.write(f"{nd}/operstate", f["operstate"])
+        t.write(f"{nd}/carrier", 1 if f["operstate"] == "up" else 0)
+        t.write(f"{nd}/speed", f["speed"] if f["operstate"] == "up" else -1)
+        t.write(f"{nd}/type", 32 if ib else 1)
+        t.write(f"{nd}/ifindex", self.counters["ifindex"])
+        self.counters["ifindex"] += 1
+        if phys_port_name:
+            t.write(f"{nd}/phys_port_name", phys_port_name)
+        t.link(f"{nd}/device", d)
+        t.link(f"sys/class/net/{name}", nd)
+
+    def _ipoib_hwaddr(self, f: dict) -> str:
+        guid = (f["guid"] or derived_guid(f["address"])).replace(":", "")
+        raw = "00000049fe800000" + "0" * 8 + guid
+        return ":".join(raw[i:i + 2] for i in range(0, 40, 2))
+
+    def _rdma(self, f: dict, d: str, vf_index: int | None) -> None:
+        self.any_rdma = True
+        name = f["rdmaName"] or f"mlx5_{self.counters['rdma']}"
+        self.counters["rdma"] += 1
+        f["rdmaName"] = name
+        rd = f"{d}/infiniband/{name}"
+        t = self.t
+        guid = f["guid"] or derived_guid(f["address"])
+        t.write(f"{rd}/node_guid", guid)
+        t.write(f"{rd}/sys_image_guid", guid)
+        t.write(f"{rd}/fw_ver", f["firmware"])
+        t.write(f"{rd}/hca_type", "MT4123" if f["link"] == "infiniband" else "MT4125")
+        t.write(f"{rd}/node_type", "1: CA")
+        t.link(f"{rd}/device", d)
+        t.link(f"sys/class/infiniband/{name}", rd)
+        u = self.counters["uverbs"]
+        self.counters["uverbs"] += 1
+        ud = f"{d}/infiniband_verbs/uverbs{u}"
+        t.write(f"{ud}/ibdev", name)
+        t.write(f"{ud}/abi_version", 1)
+        t.write(f"{ud}/dev", f"231:{192 + u}")
+        t.link(f"sys/class/infiniband_verbs/uverbs{u}", ud)
+        t.write(f"dev/infiniband/uverbs{u}", "")
+        gbytes = guid.replace(":", "")
+        for number, port in enumerate(f["ports"], start=1):
+            pd = f"{rd}/ports/{number}"
+            t.write(f"{pd}/state", f"{_PORT_STATE_NUM[port['state']]}: {port['state'].upper()}")
+            t.write(f"{pd}/phys_state", f"{_PHYS_STATE_NUM[port['physState']]}: {port['physState']}")
+            t.write(f"{pd}/rate", port["rate"])
+            t.write(f"{pd}/lid", f"0x{port['lid']:x}")
+            t.write(f"{pd}/sm_lid", f"0x{port['smLid']:x}")
+            t.write(f"{pd}/link_layer", port["linkLayer"])
+            pguid = f"{int(gbytes, 16) + number - 1:016x}" if int(gbytes, 16) else gbytes
+            gid = "fe80:0000:0000:0000:" + ":".join(pguid[i:i + 4] for i in range(0, 16, 4))
+            t.write(f"{pd}/gids/0", gid)
+            t.write(f"{pd}/pkeys/0", "0xffff")
+            for kind, minor_base in (("umad", 0), ("issm", 64)):
+                m = self.counters["mad"]
+                md = f"{d}/infiniband_mad/{kind}{m}"
+                t.write(f"{md}/ibdev", name)
+                t.write(f"{md}/port", number)
+                t.write(f"{md}/dev", f"231:{minor_base + m}")
+                t.link(f"sys/class/infiniband_mad/{kind}{m}", md)
+                t.write(f"dev/infiniband/{kind}{m}", "")
+            self.counters["mad"] += 1
+
+    def _vfs(self, pf: dict, vfs: dict, where: str, pf_bdf: tuple[int, int, int, int]) -> None:
+        count = _get(vfs, "count", int, where, 0)
+        total = _get(vfs, "total", int, where, count)
+        if not 0 <= count <= total:
+            raise FakeHostError(f"{where}.count: must be between 0 and total ({total}), got {count}")
+        offset = _get(vfs, "offset", int, where, 1)
+        stride = _get(vfs, "stride", int, where, 1)
+        d = pf["dir"]
+        self.t.write(f"{d}/sriov_totalvfs", total)
+        self.t.write(f"{d}/sriov_numvfs", count)
+        self.t.write(f"{d}/sriov_offset", offset)
+        self.t.write(f"{d}/sriov_stride", stride)
+        self.t.write(f"{d}/sriov_drivers_autoprobe", 1)
+        vf_device = _hexid(vfs, "device", where, _DEFAULT_VF_DEVICE.get(pf["vendor"], pf["device"]))
+        self.t.write(f"{d}/sriov_vf_device", vf_device)
+        driver = _get(vfs, "driver", str, where, pf["driver"])
+        overrides = _get(vfs, "overrides", dict, where, {})
+        for key in overrides:
+            if not isinstance(key, int) or not 0 <= key < count:
+                raise FakeHostError(f"{where}.overrides: key {key!r} is not a VF index below count ({count})")
+        guids = _get(vfs, "guids", str, where, "derived")
+        if guids not in ("derived", "zero"):
+            raise FakeHostError(f"{where}.guids: expected derived or zero, got {guids!r}")
+        prefix = _get(vfs, "netdevPrefix", str, where, f"{pf['netdev']}v" if pf["netdev"] else None)
+        want_netdev = _get(vfs, "netdev", bool, where, prefix is not None)
+        dom, bus, dev, fn = pf_bdf
+        parent_dir = os.path.dirname(d)
+        for i in range(count):
+            ow = _check_keys(overrides.get(i), _OVERRIDE_KEYS, f"{where}.overrides[{i}]")
+            devfn = (dev << 3 | fn) + offset + i * stride
+            address = _bdf(dom, bus + (devfn >> 8), (devfn >> 3) & 0x1F, devfn & 7)
+            vf_driver = _get(ow, "driver", str, f"{where}.overrides[{i}]", driver)
+            has_netdev = _get(ow, "netdev", bool, f"{where}.overrides[{i}]", want_netdev) and \
+                vf_driver not in ("", "vfio-pci")
+            port_state = _get(ow, "portState", str, f"{where}.overrides[{i}]",
+                              _get(vfs, "portState", str, where, pf["ports"][0]["state"] if pf["ports"] else "Active"))
+            if port_state not in _PORT_STATE_NUM:
+                raise FakeHostError(f"{where}.portState: expected one of {', '.join(_PORT_STATE_NUM)}, "
+                                    f"got {port_state!r}")
+            active_ib = pf["link"] == "infiniband" and port_state == "Active"
+            ports = [dict(p, state=port_state, physState="LinkUp" if port_state != "Down" else "Disabled",
+                          lid=p["lid"] + 0x100 + i if active_ib else 0)
+                     for p in pf["ports"][:1]]  # a VF has one port
+            guid = _get(ow, "guid", str, f"{where}.overrides[{i}]",
+                        "0000:0000:0000:0000" if guids == "zero" else derived_guid(address))
+            vf = {
+                "address": address, "dir": f"{parent_dir}/{address}", "vendor": pf["vendor"],
+                "device": vf_device, "class": pf["class"], "driver": vf_driver,
+                "numa": _get(ow, "numa", int, where, _get(vfs, "numa", int, where, pf["numa"])),
+                "link": pf["link"], "netdev": f"{prefix}{i}" if has_netdev and prefix else None,
+                "mac": _get(ow, "mac", str, where),
+                "mtu": _get(ow, "mtu", int, where, _get(vfs, "mtu", int, where, pf["mtu"])),
+                "speed": pf["speed"], "operstate": _get(ow, "operstate", str, where, "up"),
+                "rdma": _get(vfs, "rdma", bool, where, pf["rdma"]) and vf_driver not in ("", "vfio-pci"),
+                "rdmaName": None, "firmware": pf["firmware"], "guid": guid, "ports": ports,
+            }
+            self._pci_function(vf, f"{where}[{i}]", physfn=d, vf_index=i)
+            self.t.link(f"{d}/virtfn{i}", vf["dir"])
+
+    def _representors(self, pf: dict, vfs: dict, where: str) -> None:
+        base = pf["netdev"].split("np")[0]  # systemd: ens1f1np1 -> representors ens1f1npf0vfN
+        for i in range(_get(vfs, "count", int, where, 0)):
+            rep = dict(pf, mac=None, mtu=1500)
+            self._netdev(rep, pf["dir"], f"{base}npf0vf{i}"[:15], phys_port_name=f"pf0vf{i}")
+        # The uplink gets its switchdev port name once representors exist.
+        self.t.write(f"{pf['dir']}/net/{pf['netdev']}/phys_port_name", "p0")
+
+
+def _make_socket(path: str) -> None:
+    """Leave a real unix socket inode at path (bound in a short dir, then renamed in place)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="fh") as short:
+        tmp = os.path.join(short, "s")
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.bind(tmp)
+        os.replace(tmp, path)
+
+
+def load_spec(path: str) -> dict:
+    import yaml
+
+    try:
+        with open(path) as f:
+            spec = yaml.safe_load(f)
+    except OSError as e:
+        raise FakeHostError(f"{path}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise FakeHostError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(spec, dict):
+        raise FakeHostError(f"{path}: expected a mapping at the top level")
+    return spec
+
+
+def build(spec: dict | str, dest: str, *, replace: bool = False) -> FakeHost:
+    """Materialise a host description (a dict or a YAML file path) under dest.
+
+    dest must be empty or absent; with replace=True a previous fake host there (recognised by
+    its marker file) is removed first. Nothing else is ever deleted.
+    """
+    if isinstance(spec, str):
+        spec = load_spec(spec)
+    dest = os.path.abspath(dest)
+    if os.path.exists(dest) and os.listdir(dest):
+        if not (replace and os.path.exists(os.path.join(dest, MARKER))):
+            raise FakeHostError(f"{dest}: not empty (use replace=True / --replace for a previous fake host)")
+        shutil.rmtree(dest)
+    os.makedirs(dest, exist_ok=True)
+    try:
+        _Builder(spec, dest).build()
+    except FakeHostError:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise
+    with open(os.path.join(dest, MARKER), "w") as f:
+        f.write("built by sriovdra.fakehost\n")
+    return FakeHost(root=dest)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m sriovdra.fakehost",
+                                     description="Build a fake host tree from a YAML host description.")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    b = sub.add_parser("build", help="materialise SPEC under DEST")
+    b.add_argument("spec")
+    b.add_argument("dest")
+    b.add_argument("--replace", action="store_true", help="replace a fake host previously built at DEST")
+    args = parser.parse_args(argv)
+    try:
+        host = build(args.spec, args.dest, replace=args.replace)
+    except FakeHostError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"fake host built: --sysfs-root {host.sysfs} --dev-root {host.dev} (host root {host.root})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Host access: reading sysfs, /dev and host configuration. Knows nothing of Kubernetes."""

@@ -1,0 +1,95 @@
+"""Low-level sysfs reads that never raise: a failure becomes a Problem and a None value.
+
+Optional files (a property the device may not have) are silent when absent; expected files
+record a Problem so that `discover` can say what it could not read.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+
+from sriovdra.model import Problem
+
+# Reading these returns EINVAL/ENOTSUPP/ENODEV when the link is down or the driver has no
+# answer: that is a value ("unknown"), not a problem.
+_QUIET_ERRNOS = {errno.EINVAL, errno.EOPNOTSUPP, errno.ENODEV, errno.ENXIO, 524}  # 524: ENOTSUPP
+
+
+class Sysfs:
+    def __init__(self, root: str) -> None:
+        self.root = root.rstrip("/") or "/"
+        self.problems: list[Problem] = []
+
+    def path(self, rel: str) -> str:
+        return f"{self.root}/{rel}"
+
+    def exists(self, rel: str) -> bool:
+        return os.path.exists(self.path(rel))
+
+    def _problem(self, rel: str, message: str) -> None:
+        self.problems.append(Problem(path=self.path(rel), message=message))
+
+    def read(self, rel: str, *, expected: bool = True) -> str | None:
+        """The file's text without the trailing newline, or None."""
+        try:
+            with open(self.path(rel), "rb") as f:
+                raw = f.read(65536)
+        except FileNotFoundError:
+            if expected:
+                self._problem(rel, "missing")
+            return None
+        except OSError as e:
+            if e.errno not in _QUIET_ERRNOS:
+                self._problem(rel, e.strerror or str(e))
+            return None
+        text = raw.decode("utf-8", errors="replace").strip()
+        if "\x00" in text:
+            self._problem(rel, "contains NUL bytes")
+            return None
+        return text
+
+    def read_int(self, rel: str, *, expected: bool = True, base: int = 10) -> int | None:
+        text = self.read(rel, expected=expected)
+        if text is None:
+            return None
+        try:
+            return int(text, base)
+        except ValueError:
+            self._problem(rel, f"expected an integer, got {text[:40]!r}")
+            return None
+
+    def read_hex_id(self, rel: str, *, expected: bool = True) -> str | None:
+        """0x15b3 -> 15b3; anything that is not hex is a problem."""
+        text = self.read(rel, expected=expected)
+        if text is None:
+            return None
+        value = text.lower().removeprefix("0x")
+        if not value or any(c not in "0123456789abcdef" for c in value):
+            self._problem(rel, f"expected a hex ID, got {text[:40]!r}")
+            return None
+        return value
+
+    def listdir(self, rel: str, *, expected: bool = False) -> list[str]:
+        try:
+            return sorted(os.listdir(self.path(rel)))
+        except FileNotFoundError:
+            if expected:
+                self._problem(rel, "missing")
+            return []
+        except OSError as e:
+            self._problem(rel, e.strerror or str(e))
+            return []
+
+    def link_name(self, rel: str) -> str | None:
+        """The basename a symlink points to (driver -> mlx5_core), None if absent."""
+        try:
+            return os.path.basename(os.readlink(self.path(rel)))
+        except FileNotFoundError:
+            return None
+        except OSError as e:
+            self._problem(rel, e.strerror or str(e))
+            return None
+
+    def realpath(self, rel: str) -> str:
+        return os.path.realpath(self.path(rel))
