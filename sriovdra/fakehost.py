@@ -19,7 +19,6 @@ import os
 import shutil
 import socket
 import sys
-import tempfile
 from dataclasses import dataclass
 from typing import Any
 
@@ -518,13 +517,17 @@ class _Builder:
 
 
 def _make_socket(path: str) -> None:
-    """Leave a real unix socket inode at path (bound in a short dir, then renamed in place)."""
+    """Leave a real unix socket inode at path.
+
+    Bound through /proc/self/fd/<dir> so that a deep path does not hit the 108-byte sun_path limit.
+    """
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="fh") as short:
-        tmp = os.path.join(short, "s")
+    fd = os.open(os.path.dirname(path), os.O_PATH | os.O_DIRECTORY)
+    try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.bind(tmp)
-        os.replace(tmp, path)
+            s.bind(f"/proc/self/fd/{fd}/{os.path.basename(path)}")
+    finally:
+        os.close(fd)
 
 
 def load_spec(path: str) -> dict:

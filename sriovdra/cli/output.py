@@ -17,7 +17,8 @@ EXIT_NOT_IMPLEMENTED = 3
 
 def emit(data: dict, fmt: OutputFormat, table: Callable[[], str]) -> None:
     if fmt == OutputFormat.json:
-        text = json.dumps(data, indent=2) + "\n"
+        # Indented for people, compact (C encoder, 10x faster on a large node) for pipes.
+        text = json.dumps(data, indent=2 if sys.stdout.isatty() else None) + "\n"
     elif fmt == OutputFormat.yaml:
         import yaml
 

@@ -78,7 +78,7 @@ def _read_candidate(sysfs: Sysfs, bdf: str, host: HostInfo) -> PciFunction | Non
     fn.driver = sysfs.link_name(f"{base}/driver") if "driver" in entries else None
     numa = sysfs.read_int(f"{base}/numa_node", expected=False)
     fn.numa_node = numa if numa is not None and numa >= 0 else -1
-    fn.pcie_root = _pcie_root(sysfs.realpath(base))
+    fn.pcie_root = _pcie_root(sysfs.link_target(base) or "")
     if "iommu_group" in entries:
         fn.iommu_group = _iommu_group(sysfs, base)
     if "sriov_totalvfs" in entries:
@@ -105,9 +105,9 @@ def _read_candidate(sysfs: Sysfs, bdf: str, host: HostInfo) -> PciFunction | Non
     return fn
 
 
-def _pcie_root(real: str) -> str | None:
-    """/sys/devices/pci0000:3a/0000:3a:00.0/0000:3b:00.0 -> pci0000:3a."""
-    for part in real.split("/"):
+def _pcie_root(target: str) -> str | None:
+    """bus/pci/devices/<bdf> -> ../../../devices/pci0000:3a/0000:3a:00.0/0000:3b:00.0 -> pci0000:3a."""
+    for part in target.split("/"):
         if part.startswith("pci") and ":" in part:
             return part
     return None

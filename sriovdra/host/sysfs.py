@@ -32,9 +32,13 @@ class Sysfs:
 
     def read(self, rel: str, *, expected: bool = True) -> str | None:
         """The file's text without the trailing newline, or None."""
+        # os.open/os.read: a third of the cost of open() on the 24k reads of a large node.
         try:
-            with open(self.path(rel), "rb") as f:
-                raw = f.read(65536)
+            fd = os.open(f"{self.root}/{rel}", os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                raw = os.read(fd, 65536)
+            finally:
+                os.close(fd)
         except FileNotFoundError:
             if expected:
                 self._problem(rel, "missing")
@@ -83,13 +87,15 @@ class Sysfs:
 
     def link_name(self, rel: str) -> str | None:
         """The basename a symlink points to (driver -> mlx5_core), None if absent."""
+        target = self.link_target(rel)
+        return os.path.basename(target) if target is not None else None
+
+    def link_target(self, rel: str) -> str | None:
+        """The raw target of a symlink, None if absent or not a link."""
         try:
-            return os.path.basename(os.readlink(self.path(rel)))
+            return os.readlink(self.path(rel))
         except FileNotFoundError:
             return None
         except OSError as e:
             self._problem(rel, e.strerror or str(e))
             return None
-
-    def realpath(self, rel: str) -> str:
-        return os.path.realpath(self.path(rel))
