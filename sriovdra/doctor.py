@@ -54,7 +54,7 @@ def run_checks(paths: HostPaths, opts: DoctorOptions = DoctorOptions()) -> list[
         checks = [Check("sysfs", FAIL, str(e), "point --sysfs-root (or --host-root) at the node's sysfs")]
     else:
         checks = [_sysfs(inv, paths), _sriov(inv), _infiniband(inv), _vf_drivers(inv),
-                  _rdma_netns(inv, sysfs), _modules(inv, sysfs)]
+                  _rdma_netns(inv, sysfs), _modules(inv, sysfs), _dev_nodes(inv, paths)]
     checks.append(_iommu(sysfs))
     checks.append(_kubelet(paths, opts))
     runtimes = read_runtimes(paths, opts.containerd_config)
@@ -179,6 +179,18 @@ def _modules(inv: Inventory, sysfs: Sysfs) -> Check:
         why = "; ".join(f"{m}: {optional[m]}" for m in missing_opt)
         return Check("kernel-modules", WARN, f"not loaded: {why}", f"modprobe {' '.join(missing_opt)}")
     return Check("kernel-modules", PASS, "loaded: " + ", ".join([*required, *optional]))
+
+
+def _dev_nodes(inv: Inventory, paths: HostPaths) -> Check:
+    nodes = [c.path for c in inv.rdma_nodes()] + inv.vfio_nodes()
+    if not nodes:
+        return Check("dev-nodes", SKIP, "no RDMA or vfio-pci devices")
+    missing = [n for n in nodes if not os.path.exists(paths.dev_file(n))]
+    if missing:
+        return Check("dev-nodes", WARN, f"{len(missing)} of {len(nodes)} device nodes missing under "
+                     f"{paths.dev}: {_names(missing)}",
+                     "check udev (rdma-core rules) and that /dev is the host's (mount it into the container)")
+    return Check("dev-nodes", PASS, f"all {len(nodes)} RDMA/vfio device nodes present under {paths.dev}")
 
 
 def _writable_dir(path: str) -> tuple[bool, str]:

@@ -287,6 +287,7 @@ class Inventory:
     host: HostInfo
     functions: list[PciFunction]
     problems: list[Problem] = field(default_factory=list)
+    rdma_cm: CharDevice | None = None  # host-wide /dev/infiniband/rdma_cm (rdma_ucm loaded)
 
     def __post_init__(self) -> None:
         self._by_address = {f.address: f for f in self.functions}
@@ -311,9 +312,23 @@ class Inventory:
     def dra_devices(self) -> list[DraDevice]:
         return dra_devices(self)
 
+    def vfio_nodes(self) -> list[str]:
+        """The /dev/vfio nodes that vfio-pci bound functions need."""
+        groups = [f.iommu_group for f in self.functions if f.driver == "vfio-pci" and f.iommu_group]
+        return ["/dev/vfio/vfio", *(f"/dev/vfio/{g.dev_name}" for g in groups)] if groups else []
+
+    def rdma_nodes(self) -> list[CharDevice]:
+        """Every RDMA char device of the node: uverbs, umad and issm per port, rdma_cm."""
+        nodes = []
+        for fn in self.functions:
+            for rd in fn.rdma_devices:
+                nodes += [c for c in (rd.uverbs, *(x for p in rd.ports for x in (p.umad, p.issm))) if c]
+        return nodes + ([self.rdma_cm] if self.rdma_cm and nodes else [])
+
     def to_dict(self) -> dict:
         return {
             "host": self.host.to_dict(),
+            "rdmaCm": self.rdma_cm.to_dict() if self.rdma_cm else None,
             "functions": [f.to_dict() for f in self.functions],
             "devices": [d.to_dict() for d in self.dra_devices()],
             "problems": [p.to_dict() for p in self.problems],

@@ -6,7 +6,9 @@ Layout read (all under the sysfs root):
                          infiniband_verbs/uverbsN/,infiniband_mad/{umadN,issmN}/}
   bus/pci/devices/<bdf>/infiniband/<dev>/{node_guid,fw_ver,hca_type,
                          ports/<n>/{state,phys_state,rate,lid,sm_lid,link_layer,gids/0}}
-  kernel/iommu_groups/<n>/name
+  kernel/iommu_groups/<n>/name, class/misc/rdma_cm/dev
+These per-device directories are the objects /sys/class/{net,infiniband,infiniband_verbs,
+infiniband_mad} link to; reading them from the PCI side keeps every fact tied to its function.
 A file that cannot be read degrades its field and is reported in Inventory.problems.
 """
 
@@ -62,7 +64,10 @@ def discover(paths: HostPaths) -> Inventory:
         if fn is not None:
             functions.append(fn)
     _link_vfs(sysfs, functions)
-    return Inventory(host=host, functions=functions, problems=sysfs.problems)
+    rdma_cm = None
+    if any(fn.rdma_devices for fn in functions) and sysfs.exists("class/misc/rdma_cm"):
+        rdma_cm = _char_device(sysfs, "class/misc/rdma_cm", "rdma_cm")
+    return Inventory(host=host, functions=functions, problems=sysfs.problems, rdma_cm=rdma_cm)
 
 
 def _read_candidate(sysfs: Sysfs, bdf: str, host: HostInfo) -> PciFunction | None:

@@ -108,6 +108,9 @@ def test_infiniband_char_devices_and_port_facts(demo_inventories):
     assert port.umad.path == "/dev/infiniband/umad0" and port.issm.path == "/dev/infiniband/issm0"
     assert port.lid == 5 and port.sm_lid == 1 and port.link_layer == "InfiniBand"
     assert port.rate == "400 Gb/sec (4X NDR)"
+    assert inv.rdma_cm.path == "/dev/infiniband/rdma_cm" and (inv.rdma_cm.major, inv.rdma_cm.minor) == (10, 58)
+    nodes = {c.path for c in inv.rdma_nodes()}
+    assert len(nodes) == 10 * 3 + 1  # uverbs, umad, issm for 10 RDMA devices of one port, and rdma_cm
 
 
 def test_vm_passthrough_vfs_are_reported_as_vfs(demo_inventories):

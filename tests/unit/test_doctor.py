@@ -8,8 +8,8 @@ from sriovdra.doctor import FAIL, PASS, SKIP, WARN, DoctorOptions, failed, run_c
 from sriovdra.host.paths import HostPaths
 from tests.conftest import eth_pf, ib_pf
 
-CHECK_NAMES = ["sysfs", "sriov", "infiniband", "vf-drivers", "rdma-netns", "kernel-modules", "iommu",
-               "kubelet-dirs", "cdi-dirs"]
+CHECK_NAMES = ["sysfs", "sriov", "infiniband", "vf-drivers", "rdma-netns", "kernel-modules", "dev-nodes",
+               "iommu", "kubelet-dirs", "cdi-dirs"]
 GOOD_HOST = {"modules": ["mlx5_core", "mlx5_ib", "ib_uverbs", "rdma_ucm", "vfio_pci"], "rdmaNetnsMode": "exclusive",
              "containerd": {"configVersion": 3, "cdi": True, "nri": True}}
 
@@ -101,3 +101,15 @@ def test_this_machine():
     for c in checks:
         assert c.status in (PASS, WARN, FAIL, SKIP) and c.message
         assert (c.fix is not None) == (c.status in (WARN, FAIL))
+
+
+def test_missing_device_nodes_warn(build_host):
+    host, paths = build_host({"host": dict(GOOD_HOST, modules=GOOD_HOST["modules"] + ["vfio_pci"]),
+                              "pfs": [eth_pf(vfs={"count": 2, "overrides": {1: {"driver": "vfio-pci"}}})]})
+    assert _verdicts(paths)["dev-nodes"].status == PASS
+    os.unlink(os.path.join(host.dev, "infiniband/uverbs1"))
+    os.unlink(os.path.join(host.dev, "vfio/vfio"))
+    c = _verdicts(paths)["dev-nodes"]
+    assert c.status == WARN
+    assert "2 of 9 device nodes missing" in c.message  # 2 RDMA devices x 3, rdma_cm, vfio + its group
+    assert "/dev/infiniband/uverbs1" in c.message and "/dev/vfio/vfio" in c.message
