@@ -46,7 +46,8 @@ def failed(checks: list[Check]) -> bool:
     return any(c.status == FAIL for c in checks)
 
 
-def run_checks(paths: HostPaths, opts: DoctorOptions = DoctorOptions()) -> list[Check]:
+def run_checks(paths: HostPaths, opts: DoctorOptions | None = None) -> list[Check]:
+    opts = opts or DoctorOptions()
     sysfs = Sysfs(paths.sysfs)
     try:
         inv = discover(paths)
@@ -72,7 +73,8 @@ def _sysfs(inv: Inventory, paths: HostPaths) -> Check:
     msg = f"{len(inv.functions)} network PCI functions read from {paths.sysfs} ({inv.host.kind}"
     msg += f", {inv.host.hypervisor})" if inv.host.hypervisor else ")"
     if inv.problems:
-        return Check("sysfs", WARN, f"{msg}; {len(inv.problems)} unreadable: {_names([str(p) for p in inv.problems], 2)}",
+        unreadable = _names([str(p) for p in inv.problems], 2)
+        return Check("sysfs", WARN, f"{msg}; {len(inv.problems)} unreadable: {unreadable}",
                      "run `sriovdra discover` for the full list; those fields are left out")
     return Check("sysfs", PASS, msg)
 

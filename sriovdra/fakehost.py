@@ -169,7 +169,6 @@ class _Builder:
         self.noiommu = _get(self.host, "noiommu", bool, "host", False)
         self.counters = {"ifindex": 2, "iommu": 10, "uverbs": 0, "mad": 0, "rdma": 0}
         self.any_rdma = False
-        self.any_vfio = False
 
     # host-wide pieces
     def build(self) -> None:
@@ -290,7 +289,7 @@ class _Builder:
         eswitch = _get(spec, "eswitch", str, where)
         if eswitch not in (None, "legacy", "switchdev"):
             raise FakeHostError(f"{where}.eswitch: expected legacy or switchdev, got {eswitch!r}")
-        self._pci_function(fnspec, where)
+        self._pci_function(fnspec)
         if fnspec["netdev"] and eswitch:
             self.t.write(f"{fnspec['dir']}/net/{fnspec['netdev']}/compat/devlink/mode", eswitch)
         if allow_vfs and "vfs" in spec:
@@ -336,7 +335,7 @@ class _Builder:
             })
         return ports
 
-    def _pci_function(self, f: dict, where: str, physfn: str | None = None, vf_index: int | None = None) -> None:
+    def _pci_function(self, f: dict, physfn: str | None = None) -> None:
         t, d, address = self.t, f["dir"], f["address"]
         t.mkdir(d)
         t.link(f"sys/bus/pci/devices/{address}", d)
@@ -357,7 +356,7 @@ class _Builder:
         if f["netdev"]:
             self._netdev(f, d, f["netdev"])
         if f["rdma"]:
-            self._rdma(f, d, vf_index)
+            self._rdma(f, d)
 
     def _driver_dir(self, name: str) -> None:
         base = f"sys/bus/pci/drivers/{name}"
@@ -375,7 +374,6 @@ class _Builder:
         if noiommu:
             self.t.write(f"{gdir}/name", "vfio-noiommu")
         if f["driver"] == "vfio-pci":
-            self.any_vfio = True
             self.t.write(f"dev/vfio/{'noiommu-' if noiommu else ''}{group}", "")
 
     def _netdev(self, f: dict, d: str, name: str, phys_port_name: str | None = None) -> None:
@@ -402,7 +400,7 @@ class _Builder:
         raw = "00000049fe800000" + "0" * 8 + guid
         return ":".join(raw[i:i + 2] for i in range(0, 40, 2))
 
-    def _rdma(self, f: dict, d: str, vf_index: int | None) -> None:
+    def _rdma(self, f: dict, d: str) -> None:
         self.any_rdma = True
         name = f["rdmaName"] or f"mlx5_{self.counters['rdma']}"
         self.counters["rdma"] += 1
@@ -463,7 +461,6 @@ class _Builder:
         self.t.write(f"{d}/sriov_drivers_autoprobe", 1)
         vf_device = _hexid(vfs, "device", where, _DEFAULT_VF_DEVICE.get(pf["vendor"], pf["device"]))
         self.t.write(f"{d}/sriov_vf_device", vf_device)
-        driver = _get(vfs, "driver", str, where, pf["driver"])
         overrides = _get(vfs, "overrides", dict, where, {})
         for key in overrides:
             if not isinstance(key, int) or not 0 <= key < count:
@@ -471,41 +468,54 @@ class _Builder:
         guids = _get(vfs, "guids", str, where, "derived")
         if guids not in ("derived", "zero"):
             raise FakeHostError(f"{where}.guids: expected derived or zero, got {guids!r}")
-        prefix = _get(vfs, "netdevPrefix", str, where, f"{pf['netdev']}v" if pf["netdev"] else None)
-        want_netdev = _get(vfs, "netdev", bool, where, prefix is not None)
-        dom, bus, dev, fn = pf_bdf
-        parent_dir = os.path.dirname(d)
+        defaults = {
+            "driver": _get(vfs, "driver", str, where, pf["driver"]),
+            "netdevPrefix": _get(vfs, "netdevPrefix", str, where, f"{pf['netdev']}v" if pf["netdev"] else None),
+            "portState": _get(vfs, "portState", str, where, pf["ports"][0]["state"] if pf["ports"] else "Active"),
+            "numa": _get(vfs, "numa", int, where, pf["numa"]),
+            "mtu": _get(vfs, "mtu", int, where, pf["mtu"]),
+            "rdma": _get(vfs, "rdma", bool, where, pf["rdma"]),
+            "device": vf_device,
+            "guids": guids,
+        }
+        defaults["netdev"] = _get(vfs, "netdev", bool, where, defaults["netdevPrefix"] is not None)
         for i in range(count):
-            ow = _check_keys(overrides.get(i), _OVERRIDE_KEYS, f"{where}.overrides[{i}]")
-            devfn = (dev << 3 | fn) + offset + i * stride
-            address = _bdf(dom, bus + (devfn >> 8), (devfn >> 3) & 0x1F, devfn & 7)
-            vf_driver = _get(ow, "driver", str, f"{where}.overrides[{i}]", driver)
-            has_netdev = _get(ow, "netdev", bool, f"{where}.overrides[{i}]", want_netdev) and \
-                vf_driver not in ("", "vfio-pci")
-            port_state = _get(ow, "portState", str, f"{where}.overrides[{i}]",
-                              _get(vfs, "portState", str, where, pf["ports"][0]["state"] if pf["ports"] else "Active"))
-            if port_state not in _PORT_STATE_NUM:
-                raise FakeHostError(f"{where}.portState: expected one of {', '.join(_PORT_STATE_NUM)}, "
-                                    f"got {port_state!r}")
-            active_ib = pf["link"] == "infiniband" and port_state == "Active"
-            ports = [dict(p, state=port_state, physState="LinkUp" if port_state != "Down" else "Disabled",
-                          lid=p["lid"] + 0x100 + i if active_ib else 0)
-                     for p in pf["ports"][:1]]  # a VF has one port
-            guid = _get(ow, "guid", str, f"{where}.overrides[{i}]",
-                        "0000:0000:0000:0000" if guids == "zero" else derived_guid(address))
-            vf = {
-                "address": address, "dir": f"{parent_dir}/{address}", "vendor": pf["vendor"],
-                "device": vf_device, "class": pf["class"], "driver": vf_driver,
-                "numa": _get(ow, "numa", int, where, _get(vfs, "numa", int, where, pf["numa"])),
-                "link": pf["link"], "netdev": f"{prefix}{i}" if has_netdev and prefix else None,
-                "mac": _get(ow, "mac", str, where),
-                "mtu": _get(ow, "mtu", int, where, _get(vfs, "mtu", int, where, pf["mtu"])),
-                "speed": pf["speed"], "operstate": _get(ow, "operstate", str, where, "up"),
-                "rdma": _get(vfs, "rdma", bool, where, pf["rdma"]) and vf_driver not in ("", "vfio-pci"),
-                "rdmaName": None, "firmware": pf["firmware"], "guid": guid, "ports": ports,
-            }
-            self._pci_function(vf, f"{where}[{i}]", physfn=d, vf_index=i)
-            self.t.link(f"{d}/virtfn{i}", vf["dir"])
+            ow_where = f"{where}.overrides[{i}]"
+            vf = self._vf_spec(pf, pf_bdf, offset + i * stride, i, defaults,
+                               _check_keys(overrides.get(i), _OVERRIDE_KEYS, ow_where), ow_where)
+            self._pci_function(vf, physfn=pf["dir"])
+            self.t.link(f"{pf['dir']}/virtfn{i}", vf["dir"])
+
+    def _vf_spec(self, pf: dict, pf_bdf: tuple[int, int, int, int], routing_offset: int, i: int,
+                 defaults: dict, ow: dict, where: str) -> dict:
+        """VF i of a PF: its address follows the kernel's routing-ID rule (PF devfn + offset)."""
+        dom, bus, dev, fn = pf_bdf
+        devfn = (dev << 3 | fn) + routing_offset
+        address = _bdf(dom, bus + (devfn >> 8), (devfn >> 3) & 0x1F, devfn & 7)
+        driver = _get(ow, "driver", str, where, defaults["driver"])
+        kernel_netdev = driver not in ("", "vfio-pci")  # unbound and vfio-pci VFs have no netdev
+        port_state = _get(ow, "portState", str, where, defaults["portState"])
+        if port_state not in _PORT_STATE_NUM:
+            raise FakeHostError(f"{where}.portState: expected one of {', '.join(_PORT_STATE_NUM)}, got {port_state!r}")
+        active_ib = pf["link"] == "infiniband" and port_state == "Active"
+        ports = [dict(p, state=port_state, physState="LinkUp" if port_state != "Down" else "Disabled",
+                      lid=p["lid"] + 0x100 + i if active_ib else 0)
+                 for p in pf["ports"][:1]]  # a VF has one port
+        zero = defaults["guids"] == "zero"
+        prefix = defaults["netdevPrefix"]
+        return {
+            "address": address, "dir": f"{os.path.dirname(pf['dir'])}/{address}", "vendor": pf["vendor"],
+            "device": defaults["device"], "class": pf["class"], "driver": driver, "link": pf["link"],
+            "numa": _get(ow, "numa", int, where, defaults["numa"]),
+            "netdev": f"{prefix}{i}" if prefix and kernel_netdev and _get(ow, "netdev", bool, where,
+                                                                            defaults["netdev"]) else None,
+            "mac": _get(ow, "mac", str, where),
+            "mtu": _get(ow, "mtu", int, where, defaults["mtu"]),
+            "speed": pf["speed"], "operstate": _get(ow, "operstate", str, where, "up"),
+            "rdma": defaults["rdma"] and kernel_netdev,
+            "rdmaName": None, "firmware": pf["firmware"], "ports": ports,
+            "guid": _get(ow, "guid", str, where, "0000:0000:0000:0000" if zero else derived_guid(address)),
+        }
 
     def _representors(self, pf: dict, vfs: dict, where: str) -> None:
         base = pf["netdev"].split("np")[0]  # systemd: ens1f1np1 -> representors ens1f1npf0vfN

@@ -7,7 +7,7 @@ import typer
 from sriovdra.cli.options import DevRoot, HostRoot, Output, OutputFormat, SysfsRoot, host_paths
 from sriovdra.cli.output import die, emit, tabulate, warn
 from sriovdra.host.discovery import DiscoveryError, discover
-from sriovdra.model import IB_DRIVER, Inventory, link_type
+from sriovdra.model import IB_DRIVER, Inventory
 
 SCHEMA_VERSION = 1
 
@@ -66,5 +66,3 @@ def render_table(inv: Inventory) -> str:
                                      "KERNEL DRIVER"]) if dev_rows else "(none)")
     return "\n".join(parts)
 
-
-__all__ = ["discover_command", "render_table", "link_type"]

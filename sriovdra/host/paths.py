@@ -20,7 +20,7 @@ class HostPaths:
 
     @classmethod
     def resolve(cls, host_root: str | None = None, sysfs_root: str | None = None,
-                dev_root: str | None = None) -> "HostPaths":
+                dev_root: str | None = None) -> HostPaths:
         """sysfs and dev default to <host_root>/sys and <host_root>/dev."""
         root = os.path.abspath(host_root or DEFAULT_HOST_ROOT)
         return cls(

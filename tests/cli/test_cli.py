@@ -88,7 +88,8 @@ def test_root_options_before_the_subcommand_and_env(demo_hosts):
 
 def test_discover_bad_root_is_a_clear_error(tmp_path):
     proc = run("discover", "--sysfs-root", str(tmp_path), check=2)
-    assert proc.stderr == f"error: {tmp_path}/bus/pci/devices does not exist: is --sysfs-root ({tmp_path}) a sysfs tree?\n"
+    assert proc.stderr == (f"error: {tmp_path}/bus/pci/devices does not exist: "
+                           f"is --sysfs-root ({tmp_path}) a sysfs tree?\n")
     assert proc.stdout == ""
 
 

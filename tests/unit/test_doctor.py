@@ -14,8 +14,8 @@ GOOD_HOST = {"modules": ["mlx5_core", "mlx5_ib", "ib_uverbs", "rdma_ucm", "vfio_
              "containerd": {"configVersion": 3, "cdi": True, "nri": True}}
 
 
-def _verdicts(paths, opts=DoctorOptions()):
-    return {c.name: c for c in run_checks(paths, opts)}
+def _verdicts(paths, opts=None):
+    return {c.name: c for c in run_checks(paths, opts or DoctorOptions())}
 
 
 @pytest.mark.parametrize("name, expected", [
