@@ -16,7 +16,7 @@ from sriovdra.host.paths import HostPaths
 from sriovdra.host.runtime_config import CONTAINERD_CONFIG, RuntimeConfig, read_runtimes
 from sriovdra.host.sysfs import Sysfs
 from sriovdra.host.system import iommu_state, module_loaded, rdma_netns_mode
-from sriovdra.model import HOST_VM, IB_DRIVER, Inventory
+from sriovdra.model import HOST_VM, IB_DRIVER, LINK_INFINIBAND, Inventory
 
 PASS, WARN, FAIL, SKIP = "PASS", "WARN", "FAIL", "SKIP"
 DEFAULT_CDI_DIRS = ("/etc/cdi", "/var/run/cdi")
@@ -112,16 +112,20 @@ def _infiniband(inv: Inventory) -> Check:
     ports = [d for d in inv.dra_devices() if d.driver == IB_DRIVER]
     if not ports:
         return Check("infiniband", SKIP, "no InfiniBand ports")
-    down = [f"{d.rdma_device} port {d.port} {d.attributes.get('portState')}" for d in ports
-            if d.attributes.get("portState") != "Active"]
-    if down:
-        return Check("infiniband", WARN, f"{len(down)} of {len(ports)} ports not Active: {_names(down)}",
-                     "check cables and that a subnet manager (opensm/UFM) serves the fabric")
-    zero = [d.rdma_device for d in ports if d.attributes.get("type") == "VF"
+    findings, fixes = [], []
+    # Zero GUIDs first: such VFs never become Active, so that is the fix to try first.
+    zero = [d.rdma_device or d.pci_address for d in ports if d.attributes.get("type") == "VF"
             and d.attributes.get("nodeGUID") == ZERO_GUID]
     if zero:
-        return Check("infiniband", WARN, f"{len(zero)} VFs have an all-zero GUID: {_names(zero)}",
-                     "set VF GUIDs (ip link set <pf> vf N node_guid G port_guid G) and rebind the VFs")
+        findings.append(f"{len(zero)} VFs have an all-zero GUID: {_names(zero)}")
+        fixes.append("set VF GUIDs (ip link set <pf> vf N node_guid G port_guid G) and rebind the VFs")
+    down = [f"{d.rdma_device or d.pci_address} port {d.port} {d.attributes.get('portState', 'Unknown')}"
+            for d in ports if d.attributes.get("portState") != "Active"]
+    if down:
+        findings.append(f"{len(down)} of {len(ports)} ports not Active: {_names(down)}")
+        fixes.append("check cables and that a subnet manager (opensm/UFM) serves the fabric")
+    if findings:
+        return Check("infiniband", WARN, "; ".join(findings), "; ".join(fixes))
     return Check("infiniband", PASS, f"{len(ports)} InfiniBand ports, all Active")
 
 
@@ -152,6 +156,13 @@ def _has_rdma(inv: Inventory) -> bool:
     return any(fn.rdma_devices for fn in inv.functions)
 
 
+def _rdma_hardware(inv: Inventory) -> bool:
+    """RDMA-capable hardware, whether or not its RDMA driver is loaded: visible RDMA devices,
+    InfiniBand functions, or mlx5 (every ConnectX from 4 on does RoCE)."""
+    return _has_rdma(inv) or any(inv.link_type(fn) == LINK_INFINIBAND or fn.driver == "mlx5_core"
+                                 for fn in inv.functions)
+
+
 def _rdma_netns(inv: Inventory, sysfs: Sysfs) -> Check:
     if not _has_rdma(inv):
         return Check("rdma-netns", SKIP, "no RDMA devices")
@@ -167,11 +178,11 @@ def _rdma_netns(inv: Inventory, sysfs: Sysfs) -> Check:
 def _modules(inv: Inventory, sysfs: Sysfs) -> Check:
     required: dict[str, str] = {}  # module -> why
     optional: dict[str, str] = {"vfio_pci": "VfConfig driver vfio-pci"}
-    if _has_rdma(inv):
+    if _rdma_hardware(inv):
         required["ib_uverbs"] = "RDMA verbs char devices"
         optional["rdma_ucm"] = "rdma_cm (RDMA connection manager)"
-        if any(fn.vendor == "15b3" for fn in inv.functions if fn.rdma_devices):
-            required["mlx5_ib"] = "mlx5 RDMA devices"
+        if any(fn.driver == "mlx5_core" for fn in inv.functions):
+            required["mlx5_ib"] = "RDMA devices of mlx5 NICs"
     missing_req = [m for m in required if not module_loaded(sysfs, m)]
     missing_opt = [m for m in optional if not module_loaded(sysfs, m)]
     if missing_req:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import socket
 import sys
@@ -33,8 +34,9 @@ _DEFAULT_VF_DEVICE = {"15b3": "101e", "8086": "1889", "14e4": "16dc"}
 _HOST_KEYS = {"kind", "iommu", "noiommu", "modules", "rdmaNetnsMode", "kubelet", "cdi",
               "containerd", "crio", "vendor", "product"}
 _FUNCTION_KEYS = {"pci", "vendor", "device", "class", "driver", "numa", "pcieRoot", "link",
-                  "netdev", "mac", "mtu", "speed", "operstate", "eswitch", "rdma", "rdmaName",
-                  "firmware", "guid", "ports", "vfs", "representors"}
+                  "netdev", "mac", "mtu", "speed", "operstate", "eswitch", "eswitchCompat", "rdma",
+                  "rdmaName", "firmware", "guid", "ports", "vfs", "representors"}
+_GUID = re.compile(r"^[0-9a-f]{4}(:[0-9a-f]{4}){3}$")
 _VFS_KEYS = {"total", "count", "device", "driver", "rdma", "netdev", "netdevPrefix", "offset",
              "stride", "guids", "portState", "mtu", "numa", "overrides"}
 _OVERRIDE_KEYS = {"driver", "netdev", "mac", "mtu", "operstate", "numa", "portState", "guid"}
@@ -92,6 +94,13 @@ def _hexid(obj: dict, key: str, where: str, default: str | None) -> str | None:
     if not text or any(c not in "0123456789abcdef" for c in text):
         raise FakeHostError(f"{where}.{key}: expected a hex ID, got {value!r}")
     return text
+
+
+def _guid(obj: dict, key: str, where: str, default: str | None = None) -> str | None:
+    value = _get(obj, key, str, where, default)
+    if value is not None and not _GUID.match(value):
+        raise FakeHostError(f"{where}.{key}: expected a GUID like 0c42:a103:0065:8f2a, got {value!r}")
+    return value
 
 
 def _parse_bdf(text: Any, where: str) -> tuple[int, int, int, int]:
@@ -167,7 +176,7 @@ class _Builder:
         self.modules: list[str] = list(_get(self.host, "modules", list, "host", []))
         self.iommu = _get(self.host, "iommu", bool, "host", True)
         self.noiommu = _get(self.host, "noiommu", bool, "host", False)
-        self.counters = {"ifindex": 2, "iommu": 10, "uverbs": 0, "mad": 0, "rdma": 0}
+        self.counters = {"ifindex": 2, "iommu": 10, "uverbs": 0, "mad": 0, "rdma": 0, "virtio": 0}
         self.any_rdma = False
 
     # host-wide pieces
@@ -283,14 +292,15 @@ class _Builder:
             "rdma": _get(spec, "rdma", bool, where, link == "infiniband"),
             "rdmaName": _get(spec, "rdmaName", str, where),
             "firmware": str(spec.get("firmware", "22.39.1002")),
-            "guid": _get(spec, "guid", str, where),
+            "guid": _guid(spec, "guid", where),
             "ports": self._ports(spec.get("ports", 1), where, link),
         }
         eswitch = _get(spec, "eswitch", str, where)
         if eswitch not in (None, "legacy", "switchdev"):
             raise FakeHostError(f"{where}.eswitch: expected legacy or switchdev, got {eswitch!r}")
         self._pci_function(fnspec)
-        if fnspec["netdev"] and eswitch:
+        if fnspec["netdev"] and eswitch and _get(spec, "eswitchCompat", bool, where, False):
+            # Only NVIDIA's out-of-tree MLNX_OFED driver has this file; upstream kernels do not.
             self.t.write(f"{fnspec['dir']}/net/{fnspec['netdev']}/compat/devlink/mode", eswitch)
         if allow_vfs and "vfs" in spec:
             vfs = _check_keys(spec["vfs"], _VFS_KEYS, f"{where}.vfs")
@@ -354,9 +364,16 @@ class _Builder:
         if self.iommu or (self.noiommu and f["driver"] == "vfio-pci"):
             self._iommu_group(f, d)
         if f["netdev"]:
-            self._netdev(f, d, f["netdev"])
+            # virtio-net hangs its netdev off the virtio child device, not the PCI function
+            parent = f"{d}/virtio{self._next('virtio')}" if f["driver"] == "virtio-pci" else d
+            self._netdev(f, parent, f["netdev"])
         if f["rdma"]:
             self._rdma(f, d)
+
+    def _next(self, counter: str) -> int:
+        value = self.counters[counter]
+        self.counters[counter] += 1
+        return value
 
     def _driver_dir(self, name: str) -> None:
         base = f"sys/bus/pci/drivers/{name}"
@@ -453,6 +470,11 @@ class _Builder:
             raise FakeHostError(f"{where}.count: must be between 0 and total ({total}), got {count}")
         offset = _get(vfs, "offset", int, where, 1)
         stride = _get(vfs, "stride", int, where, 1)
+        if offset < 1 or stride < 1:
+            raise FakeHostError(f"{where}: offset and stride must be at least 1 (got {offset}, {stride})")
+        last = (pf_bdf[2] << 3 | pf_bdf[3]) + offset + max(count - 1, 0) * stride
+        if pf_bdf[1] + (last >> 8) > 0xFF:
+            raise FakeHostError(f"{where}: {count} VFs at offset {offset} stride {stride} run past bus ff")
         d = pf["dir"]
         self.t.write(f"{d}/sriov_totalvfs", total)
         self.t.write(f"{d}/sriov_numvfs", count)
@@ -514,7 +536,7 @@ class _Builder:
             "speed": pf["speed"], "operstate": _get(ow, "operstate", str, where, "up"),
             "rdma": defaults["rdma"] and kernel_netdev,
             "rdmaName": None, "firmware": pf["firmware"], "ports": ports,
-            "guid": _get(ow, "guid", str, where, "0000:0000:0000:0000" if zero else derived_guid(address)),
+            "guid": _guid(ow, "guid", where, "0000:0000:0000:0000" if zero else derived_guid(address)),
         }
 
     def _representors(self, pf: dict, vfs: dict, where: str) -> None:
@@ -571,8 +593,8 @@ def build(spec: dict | str, dest: str, *, replace: bool = False) -> FakeHost:
     os.makedirs(dest, exist_ok=True)
     try:
         _Builder(spec, dest).build()
-    except FakeHostError:
-        shutil.rmtree(dest, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(dest, ignore_errors=True)  # never leave a half-built tree
         raise
     with open(os.path.join(dest, MARKER), "w") as f:
         f.write("built by sriovdra.fakehost\n")

@@ -35,17 +35,24 @@ HOST_VM = "vm"
 
 # Device IDs of SR-IOV virtual functions (vendor -> device IDs). A function with one of these
 # IDs is a VF even when it has no physfn link, which is what a VF passed through into a VM
-# looks like. Sources: the PCI ID database entries named "... Virtual Function".
+# looks like. Sources: the kernel's mlx4/mlx5 PCI tables (entries flagged as VFs) and the PCI
+# ID database entries named "... Virtual Function".
 KNOWN_VF_DEVICE_IDS: dict[str, frozenset[str]] = {
-    # Mellanox/NVIDIA: ConnectX-3..8 and BlueField VFs
-    "15b3": frozenset({"1002", "1004", "1012", "1014", "1016", "1018", "101a", "101c", "101e",
-                       "1020", "1022", "1024"}),
+    # Mellanox/NVIDIA: ConnectX-2/3 (mlx4), ConnectX-4..8 (mlx5, 101e is the generic mlx5 VF), BlueField
+    "15b3": frozenset({"1002", "1004", "1012", "1014", "1016", "1018", "101a", "101c", "101e", "a2d3"}),
     # Intel: 82576, I350, 82599, X540, X550, X552, 700 series, X722, E800 (adaptive VF)
     "8086": frozenset({"10ca", "1520", "10ed", "1515", "1565", "15a8", "154c", "1571",
                        "37cd", "1889", "15c5", "1530"}),
     # Broadcom NetXtreme-E / NetXtreme-C VFs
     "14e4": frozenset({"16c1", "16cb", "16d3", "16dc", "16e1", "16e5", "1606", "1807",
                        "1808", "1809", "d800"}),
+}
+
+# Physical-function IDs of InfiniBand-capable HCAs: inside a VM these stay PFs (a whole HCA
+# passed through), unlike unknown IB functions, which a VM only ever gets as VFs.
+KNOWN_PF_DEVICE_IDS: dict[str, frozenset[str]] = {
+    "15b3": frozenset({"1003", "1007", "1011", "1013", "1015", "1017", "1019", "101b", "101d", "101f",
+                       "1021", "1023", "a2d2", "a2d6", "a2dc"}),
 }
 
 AttributeValue = Union[bool, int, str]
@@ -55,6 +62,7 @@ MAX_STRING_BYTES = 64  # string and version attribute values
 MAX_IDENTIFIER = 32  # the C identifier part of an attribute name
 MAX_DOMAIN = 63  # the domain part of an attribute name
 MAX_DEVICE_NAME = 63
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _C_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -83,6 +91,7 @@ class NetDev:
     speed_mbps: int | None = None  # None when the link is down or the driver does not say
     link_type: str = LINK_UNKNOWN
     phys_port_name: str | None = None
+    dev_port: int | None = None  # which port of a multi-port function (mlx4: one netdev per port)
 
     @property
     def is_representor(self) -> bool:
@@ -99,6 +108,7 @@ class NetDev:
             "speedMbps": self.speed_mbps,
             "linkType": self.link_type,
             "physPortName": self.phys_port_name,
+            "devPort": self.dev_port,
         }
 
 
@@ -206,6 +216,18 @@ class PciFunction:
             if not nd.is_representor:
                 return nd
         return None
+
+    def port_netdev(self, port: int) -> NetDev | None:
+        """The netdev of IB port `port`: the one whose dev_port is port-1, else the uplink."""
+        own = [nd for nd in self.netdevs if not nd.is_representor]
+        for nd in own:
+            if nd.dev_port is not None and nd.dev_port == port - 1:
+                return nd
+        return self.uplink if len(own) <= 1 or port == 1 else None
+
+    @property
+    def has_representors(self) -> bool:
+        return any(nd.is_representor for nd in self.netdevs)
 
     def to_dict(self) -> dict:
         return {
@@ -353,7 +375,8 @@ def classify_function(
       1. a ``physfn`` link           -> VF (baremetal VF, parent known)
       2. ``sriov_totalvfs`` > 0      -> PF (SR-IOV capable physical function)
       3. a known VF device ID        -> VF, passthrough (a VF handed to a VM keeps its ID)
-      4. a VM and an InfiniBand HCA  -> VF, passthrough (VMs only ever get IB VFs)
+      4. a VM and an InfiniBand HCA  -> VF, passthrough, unless its ID is a known PF
+         (a whole HCA passed through stays a PF)
       5. otherwise                   -> PF (a plain NIC/HCA without SR-IOV)
     Rule 3 is what the upstream drivers miss: inside a VM there is no physfn link.
     """
@@ -363,7 +386,7 @@ def classify_function(
         return ROLE_PF, False
     if vendor and device and device in KNOWN_VF_DEVICE_IDS.get(vendor, ()):
         return ROLE_VF, True
-    if host_kind == HOST_VM and has_infiniband:
+    if host_kind == HOST_VM and has_infiniband and device not in KNOWN_PF_DEVICE_IDS.get(vendor or "", ()):
         return ROLE_VF, True
     return ROLE_PF, False
 
@@ -412,9 +435,13 @@ def clip(value: str, limit: int = MAX_STRING_BYTES) -> str:
 
 
 def _put(attrs: dict[str, AttributeValue], name: str, value: AttributeValue | None) -> None:
+    """Set an attribute the API server will accept: strings clipped, out-of-range ints left out."""
     if value is None:
         return
-    attrs[name] = clip(value) if isinstance(value, str) else value
+    if isinstance(value, str):
+        attrs[name] = clip(value)
+    elif isinstance(value, bool) or INT64_MIN <= value <= INT64_MAX:
+        attrs[name] = value
 
 
 def _topology(attrs: dict[str, AttributeValue], fn: PciFunction, numa: int) -> None:
@@ -446,28 +473,32 @@ def vf_attributes(fn: PciFunction, parent: PciFunction | None, link: str) -> dic
         _put(attrs, "pfPciAddress", parent.address)
         uplink = parent.uplink
         _put(attrs, "PFName", uplink.name if uplink else None)
-        # Without devlink there is no switchdev, so an unreadable mode means legacy.
-        _put(attrs, "EswitchMode", parent.eswitch_mode or "legacy")
+        _put(attrs, "EswitchMode", parent.eswitch_mode)
     _topology(attrs, fn, _numa(fn, parent))
     _put(attrs, "k8s.cni.cncf.io/deviceID", fn.address)  # Multus DRA integration key
     return attrs
 
 
 def ib_port_attributes(
-    fn: PciFunction, parent: PciFunction | None, rdma: RdmaDevice, port: IbPort
+    fn: PciFunction, parent: PciFunction | None, rdma: RdmaDevice | None, port: IbPort
 ) -> dict[str, AttributeValue]:
-    """Attributes of one InfiniBand port (driver ib.sigs.k8s.io), named as the IB seed documents."""
+    """Attributes of one InfiniBand port (driver ib.sigs.k8s.io), named as the IB seed documents.
+
+    rdma is None when the function's RDMA device is not visible (bound to vfio-pci, or moved
+    into a pod's network namespace in exclusive mode): the PCI facts are still published.
+    """
     attrs: dict[str, AttributeValue] = {}
     _put(attrs, "type", fn.role)
     _put(attrs, "linkSpeed", port.link_speed)
     _put(attrs, "linkWidth", port.link_width)
     _put(attrs, "portState", port.state)
     _put(attrs, "physState", port.phys_state)
-    _put(attrs, "firmwareVersion", rdma.fw_ver)
-    _put(attrs, "nodeGUID", rdma.node_guid)
+    if rdma is not None:
+        _put(attrs, "firmwareVersion", rdma.fw_ver)
+        _put(attrs, "nodeGUID", rdma.node_guid)
+        _put(attrs, "ibDevice", rdma.name)
     _put(attrs, "portGUID", port.gid0)
     _put(attrs, "pciAddress", fn.address)
-    _put(attrs, "ibDevice", rdma.name)
     _put(attrs, "port", port.number)
     _put(attrs, "vendor", fn.vendor)
     _put(attrs, "deviceID", fn.device)
@@ -490,19 +521,22 @@ def dra_devices(inv: Inventory) -> list[DraDevice]:
         link = link_type(fn, parent)
         uplink = fn.uplink
         if link == LINK_INFINIBAND:
-            for rdma in fn.rdma_devices:
-                for port in rdma.ports:
-                    if not port.is_infiniband and port.link_layer:
-                        continue
-                    out.append(DraDevice(
-                        driver=IB_DRIVER,
-                        name=ib_device_name(fn.address, port.number),
-                        attributes=ib_port_attributes(fn, parent, rdma, port),
-                        pci_address=fn.address,
-                        port=port.number,
-                        rdma_device=rdma.name,
-                        netdev=uplink.name if uplink else None,
-                    ))
+            ports: list[tuple[RdmaDevice | None, IbPort]] = [
+                (rdma, port) for rdma in fn.rdma_devices for port in rdma.ports
+                if port.is_infiniband or not port.link_layer]
+            if not fn.rdma_devices:
+                ports = [(None, IbPort(number=1))]  # a hidden RDMA device: still the function's port 1
+            for rdma, port in ports:
+                netdev = fn.port_netdev(port.number)
+                out.append(DraDevice(
+                    driver=IB_DRIVER,
+                    name=ib_device_name(fn.address, port.number),
+                    attributes=ib_port_attributes(fn, parent, rdma, port),
+                    pci_address=fn.address,
+                    port=port.number,
+                    rdma_device=rdma.name if rdma else None,
+                    netdev=netdev.name if netdev else None,
+                ))
         elif fn.role == ROLE_VF and link in (LINK_ETHERNET, LINK_UNKNOWN):
             out.append(DraDevice(
                 driver=SRIOV_DRIVER,
@@ -550,6 +584,6 @@ def limit_problems(dev: DraDevice) -> list[str]:
         problems.extend(attribute_name_problems(name))
         if isinstance(value, str) and len(value.encode()) > MAX_STRING_BYTES:
             problems.append(f"device {dev.name}: attribute {name!r} longer than {MAX_STRING_BYTES} bytes")
-        if isinstance(value, int) and not isinstance(value, bool) and not -(2**63) <= value < 2**63:
+        if isinstance(value, int) and not isinstance(value, bool) and not INT64_MIN <= value <= INT64_MAX:
             problems.append(f"device {dev.name}: attribute {name!r} does not fit int64")
     return problems

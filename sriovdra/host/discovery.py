@@ -42,11 +42,21 @@ BDF = re.compile(r"^[0-9a-f]{4,8}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
 
 _ARPHRD = {"1": LINK_ETHERNET, "32": LINK_INFINIBAND}
 _PORT_STATES = {"0": "Nop", "1": "Down", "2": "Init", "3": "Armed", "4": "Active", "5": "ActiveDefer"}
-_RATE = re.compile(r"^\s*([\d.]+)\s*Gb/sec(?:\s*\((\d+X)[^)]*\))?")
+_RATE = re.compile(r"^\s*([0-9]{1,5}(?:\.[0-9]{1,3})?)\s*Gb/sec(?:\s*\(([0-9]{1,2}X)[^)]*\))?")
+MAX_PORT = 255  # IB port numbers are u8
+MAX_VFS = 65536
+MAX_NUMA_NODES = 1 << 16
 
 
 class DiscoveryError(Exception):
     """The sysfs root itself is unusable (nothing to degrade to)."""
+
+
+def _number(text: str, limit: int) -> int | None:
+    """A sysfs name's number (virtfn12, ports/1, iommu group 7) if it is plain ASCII digits below limit."""
+    if text.isascii() and text.isdecimal() and int(text) < limit:
+        return int(text)
+    return None
 
 
 def discover(paths: HostPaths) -> Inventory:
@@ -82,7 +92,9 @@ def _read_candidate(sysfs: Sysfs, bdf: str, host: HostInfo) -> PciFunction | Non
     fn.device = sysfs.read_hex_id(f"{base}/device")
     fn.driver = sysfs.link_name(f"{base}/driver") if "driver" in entries else None
     numa = sysfs.read_int(f"{base}/numa_node", expected=False)
-    fn.numa_node = numa if numa is not None and numa >= 0 else -1
+    if numa is not None and not -1 <= numa < MAX_NUMA_NODES:
+        sysfs.problems.append(Problem(sysfs.path(f"{base}/numa_node"), f"NUMA node {numa} out of range"))
+    fn.numa_node = numa if numa is not None and 0 <= numa < MAX_NUMA_NODES else -1
     fn.pcie_root = _pcie_root(sysfs.link_target(base) or "")
     if "iommu_group" in entries:
         fn.iommu_group = _iommu_group(sysfs, base)
@@ -92,8 +104,8 @@ def _read_candidate(sysfs: Sysfs, bdf: str, host: HostInfo) -> PciFunction | Non
         fn.vf_addresses = _virtfns(sysfs, base, entries)
     if "physfn" in entries:
         fn.pf_address = sysfs.link_name(f"{base}/physfn")
-    if "net" in entries:
-        fn.netdevs = [_read_netdev(sysfs, f"{base}/net/{name}", name) for name in sysfs.listdir(f"{base}/net")]
+    fn.netdevs = [_read_netdev(sysfs, f"{d}/{name}", name) for d in _net_dirs(sysfs, base, entries)
+                  for name in sysfs.listdir(d)]
     if "infiniband" in entries:
         fn.rdma_devices = _read_rdma(sysfs, base, entries)
     fn.role, fn.passthrough = classify_function(
@@ -105,9 +117,29 @@ def _read_candidate(sysfs: Sysfs, bdf: str, host: HostInfo) -> PciFunction | Non
         has_infiniband=any(p.is_infiniband for r in fn.rdma_devices for p in r.ports)
         or (class_code or "").startswith("0207"),
     )
-    if fn.role == ROLE_PF and fn.uplink is not None:
-        fn.eswitch_mode = sysfs.read(f"{base}/net/{fn.uplink.name}/compat/devlink/mode", expected=False)
+    if fn.role == ROLE_PF and fn.sriov_capable:
+        fn.eswitch_mode = _eswitch_mode(sysfs, base, fn)
     return fn
+
+
+def _net_dirs(sysfs: Sysfs, base: str, entries: set[str]) -> list[str]:
+    """net/ under the function, or under its virtio child (virtio-net: <bdf>/virtio2/net/eth0)."""
+    if "net" in entries:
+        return [f"{base}/net"]
+    return [f"{base}/{e}/net" for e in sorted(entries) if e.startswith("virtio") and sysfs.exists(f"{base}/{e}/net")]
+
+
+def _eswitch_mode(sysfs: Sysfs, base: str, pf: PciFunction) -> str | None:
+    """legacy or switchdev without devlink: MLNX_OFED's compat file when present; else switchdev
+    exactly when VF representors exist (they do, one per VF, in switchdev mode); a PF with VFs and
+    no representors is legacy; a PF without VFs cannot tell (None)."""
+    if pf.uplink is not None:
+        mode = sysfs.read(f"{base}/net/{pf.uplink.name}/compat/devlink/mode", expected=False)
+        if mode in ("legacy", "switchdev"):
+            return mode
+    if pf.has_representors:
+        return "switchdev"
+    return "legacy" if pf.sriov_numvfs else None
 
 
 def _pcie_root(target: str) -> str | None:
@@ -122,20 +154,22 @@ def _iommu_group(sysfs: Sysfs, base: str) -> VfioGroup | None:
     name = sysfs.link_name(f"{base}/iommu_group")
     if name is None:
         return None
-    if not name.isdigit():
+    number = _number(name, 1 << 31)
+    if number is None:
         sysfs.problems.append(Problem(sysfs.path(f"{base}/iommu_group"), f"not a group number: {name!r}"))
         return None
     label = sysfs.read(f"kernel/iommu_groups/{name}/name", expected=False)
-    return VfioGroup(number=int(name), noiommu=label == "vfio-noiommu")
+    return VfioGroup(number=number, noiommu=label == "vfio-noiommu")
 
 
 def _virtfns(sysfs: Sysfs, base: str, entries: set[str]) -> dict[int, str]:
     by_index: dict[int, str] = {}
     for entry in entries:
-        if entry.startswith("virtfn") and entry[6:].isdigit():
+        index = _number(entry[6:], MAX_VFS) if entry.startswith("virtfn") else None
+        if index is not None:
             target = sysfs.link_name(f"{base}/{entry}")
             if target:
-                by_index[int(entry[6:])] = target
+                by_index[index] = target
     return dict(sorted(by_index.items()))
 
 
@@ -149,6 +183,7 @@ def _read_netdev(sysfs: Sysfs, base: str, name: str) -> NetDev:
         speed_mbps=speed if speed is not None and speed >= 0 else None,
         link_type=_ARPHRD.get(sysfs.read(f"{base}/type") or "", LINK_UNKNOWN),
         phys_port_name=sysfs.read(f"{base}/phys_port_name", expected=False) or None,
+        dev_port=sysfs.read_int(f"{base}/dev_port", expected=False),
     )
 
 
@@ -179,16 +214,18 @@ def _read_rdma(sysfs: Sysfs, base: str, entries: set[str]) -> list[RdmaDevice]:
             cbase = f"{base}/infiniband_mad/{name}"
             ibdev = sysfs.read(f"{cbase}/ibdev")
             port = sysfs.read_int(f"{cbase}/port")
-            if ibdev and port is not None:
+            if ibdev and port is not None and 0 < port <= MAX_PORT:
                 mads[(ibdev, port, kind)] = _char_device(sysfs, cbase, name)
     devices = []
     for name in sysfs.listdir(f"{base}/infiniband"):
         dbase = f"{base}/infiniband/{name}"
         ports = []
         for pname in sysfs.listdir(f"{dbase}/ports"):
-            if not pname.isdigit():
+            number = _number(pname, MAX_PORT + 1)
+            if not number:
+                sysfs.problems.append(Problem(sysfs.path(f"{dbase}/ports/{pname}"), "not a port number, ignored"))
                 continue
-            port = _read_port(sysfs, f"{dbase}/ports/{pname}", int(pname))
+            port = _read_port(sysfs, f"{dbase}/ports/{pname}", number)
             port.umad = mads.get((name, port.number, "umad"))
             port.issm = mads.get((name, port.number, "issm"))
             ports.append(port)
@@ -219,11 +256,19 @@ def _read_port(sysfs: Sysfs, base: str, number: int) -> IbPort:
             port.link_speed = f"{m.group(1)}Gb/s"
             port.link_width = m.group(2)
     port.link_layer = sysfs.read(f"{base}/link_layer")
-    if port.is_infiniband:
-        port.lid = sysfs.read_int(f"{base}/lid", base=16, expected=False)
-        port.sm_lid = sysfs.read_int(f"{base}/sm_lid", base=16, expected=False)
+    if port.is_infiniband:  # LIDs are 16-bit
+        port.lid = _u16(sysfs, f"{base}/lid")
+        port.sm_lid = _u16(sysfs, f"{base}/sm_lid")
     port.gid0 = sysfs.read(f"{base}/gids/0", expected=False)
     return port
+
+
+def _u16(sysfs: Sysfs, rel: str) -> int | None:
+    value = sysfs.read_int(rel, base=16, expected=False)
+    if value is not None and not 0 <= value <= 0xFFFF:
+        sysfs.problems.append(Problem(sysfs.path(rel), f"LID {value:#x} is not 16-bit"))
+        return None
+    return value
 
 
 def _link_vfs(sysfs: Sysfs, functions: list[PciFunction]) -> None:

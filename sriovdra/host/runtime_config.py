@@ -51,23 +51,35 @@ def read_containerd(paths: HostPaths, config: str = CONTAINERD_CONFIG) -> Runtim
     except (OSError, tomllib.TOMLDecodeError) as e:
         return RuntimeConfig("containerd", config, None, None, error=str(e))
     version = doc.get("version", 1)
+    if not isinstance(version, int) or isinstance(version, bool):
+        return RuntimeConfig("containerd", config, None, None, error=f"version must be an integer, got {version!r}")
     if version >= 3:
         cri, cdi_default, nri_default = _plugin(doc, _CRI_V3), True, True
     else:
         cri, cdi_default, nri_default = _plugin(doc, _CRI_V2), None, None
     nri = _plugin(doc, _NRI)
     cdi = cri.get("enable_cdi", cdi_default)
-    nri_enabled = (not nri["disable"]) if "disable" in nri else nri_default
+    nri_enabled = (not nri["disable"]) if isinstance(nri.get("disable"), bool) else nri_default
     dirs = cri.get("cdi_spec_dirs", ["/etc/cdi", "/var/run/cdi"])
+    socket_path = nri.get("socket_path", NRI_SOCKET)
+    error = None if version >= 2 else f"config version {version} is too old for CDI and NRI"
+    if not _strings(dirs):
+        error = f"cdi_spec_dirs must be a list of paths, got {dirs!r}"
+    if not isinstance(socket_path, str):
+        error, socket_path = f"NRI socket_path must be a string, got {socket_path!r}", NRI_SOCKET
     return RuntimeConfig(
         runtime="containerd",
         config_path=config,
         cdi_enabled=cdi if isinstance(cdi, bool) else None,
         nri_enabled=nri_enabled,
-        cdi_spec_dirs=list(dirs) if isinstance(dirs, list) else [],
-        nri_socket=nri.get("socket_path", NRI_SOCKET),
-        error=None if version >= 2 else f"config version {version} is too old for CDI and NRI",
+        cdi_spec_dirs=list(dirs) if _strings(dirs) else [],
+        nri_socket=socket_path,
+        error=error,
     )
+
+
+def _strings(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(x, str) for x in value)
 
 
 def read_crio(paths: HostPaths) -> RuntimeConfig | None:
@@ -85,10 +97,17 @@ def read_crio(paths: HostPaths) -> RuntimeConfig | None:
         except (OSError, tomllib.TOMLDecodeError) as e:
             return RuntimeConfig("cri-o", name, True, None, error=str(e))
         crio = doc.get("crio", {})
-        if isinstance(crio.get("nri"), dict) and "enable_nri" in crio["nri"]:
-            nri = bool(crio["nri"]["enable_nri"])
-        if isinstance(crio.get("runtime"), dict) and "cdi_spec_dirs" in crio["runtime"]:
-            dirs = list(crio["runtime"]["cdi_spec_dirs"])
+        if not isinstance(crio, dict):
+            return RuntimeConfig("cri-o", name, True, None, error=f"[crio] must be a table, got {crio!r}")
+        section = crio.get("nri")
+        if isinstance(section, dict) and isinstance(section.get("enable_nri"), bool):
+            nri = section["enable_nri"]
+        section = crio.get("runtime")
+        if isinstance(section, dict) and "cdi_spec_dirs" in section:
+            if not _strings(section["cdi_spec_dirs"]):
+                return RuntimeConfig("cri-o", name, True, nri,
+                                     error=f"cdi_spec_dirs must be a list of paths, got {section['cdi_spec_dirs']!r}")
+            dirs = list(section["cdi_spec_dirs"])
     return RuntimeConfig("cri-o", found[-1], True, nri, cdi_spec_dirs=dirs)
 
 

@@ -31,29 +31,45 @@ _VM_PRODUCTS = {
 
 
 def detect_host(paths: HostPaths, sysfs: Sysfs | None = None) -> HostInfo:
-    """VM or baremetal, from /sys/hypervisor, then DMI, then the CPUID hypervisor flag.
+    """VM or baremetal.
 
-    Cloud bare-metal instances (EC2 *.metal) report a cloud vendor but are not VMs. A VM
-    whose DMI names an unknown vendor reads as baremetal; its passed-through VFs are still
-    VFs by their device IDs (model.classify_function).
+    In order: a Xen dom0 (/proc/xen/capabilities says control_d) is the physical host; the
+    CPUID hypervisor flag (bare metal never sets it) or /sys/hypervisor mark a VM; then DMI
+    names of hypervisors and clouds (EC2 *.metal instances are not VMs). /proc is only read
+    when it belongs to the same host as the sysfs (sysfs == <host-root>/sys): a --sysfs-root
+    pointed at another tree is judged by that tree alone.
     """
     sysfs = sysfs or Sysfs(paths.sysfs)
+    same_host = os.path.abspath(paths.sysfs) == os.path.abspath(paths.host_file("/sys"))
+    if same_host and "control_d" in _read_host(paths, "/proc/xen/capabilities"):
+        return HostInfo(kind=HOST_BAREMETAL, hypervisor=None)
+    if same_host and cpu_has_hypervisor_flag(paths):
+        return HostInfo(kind=HOST_VM, hypervisor=_dmi_hypervisor(sysfs) or "cpuid-flag")
     hv = sysfs.read("hypervisor/type", expected=False)
     if hv:
         return HostInfo(kind=HOST_VM, hypervisor=hv)
+    dmi = _dmi_hypervisor(sysfs)
+    return HostInfo(kind=HOST_VM, hypervisor=dmi) if dmi else HostInfo(kind=HOST_BAREMETAL)
+
+
+def _dmi_hypervisor(sysfs: Sysfs) -> str | None:
     vendor = (sysfs.read("class/dmi/id/sys_vendor", expected=False) or "").strip().lower()
     product = (sysfs.read("class/dmi/id/product_name", expected=False) or "").strip().lower()
     if vendor in _VM_VENDORS:
-        return HostInfo(kind=HOST_VM, hypervisor=_VM_VENDORS[vendor])
+        return _VM_VENDORS[vendor]
     if product in _VM_PRODUCTS:
-        return HostInfo(kind=HOST_VM, hypervisor=_VM_PRODUCTS[product])
+        return _VM_PRODUCTS[product]
     if vendor == "amazon ec2" and not product.endswith(".metal"):
-        return HostInfo(kind=HOST_VM, hypervisor="ec2")
-    # A DMI table that names no hypervisor is a physical machine; the CPUID flag decides
-    # only where there is no DMI at all (some VMs, ARM boards).
-    if not vendor and cpu_has_hypervisor_flag(paths):
-        return HostInfo(kind=HOST_VM, hypervisor="cpuid-flag")
-    return HostInfo(kind=HOST_BAREMETAL)
+        return "ec2"
+    return None
+
+
+def _read_host(paths: HostPaths, name: str) -> str:
+    try:
+        with open(paths.host_file(name), encoding="utf-8", errors="replace") as f:
+            return f.read(4096)
+    except OSError:
+        return ""
 
 
 def cpu_has_hypervisor_flag(paths: HostPaths) -> bool:

@@ -1,6 +1,7 @@
 """Discovery on every demo host, every published attribute, and degraded sysfs trees."""
 
 import os
+import shutil
 
 import pytest
 
@@ -228,3 +229,51 @@ def test_speed_of_a_down_link_is_unknown_not_a_problem(build_host):
     inv = discover(paths)
     assert inv.problems == []
     assert inv.function("0000:3b:00.0").uplink.speed_mbps is None
+
+
+# --- review findings: upstream-kernel layouts --------------------------------------------------
+
+
+def test_eswitch_mode_without_the_mlnx_ofed_compat_file(build_host):
+    """Upstream kernels have no compat/devlink/mode: representors mean switchdev, VFs without them legacy."""
+    _, paths = build_host({"pfs": [eth_pf(eswitch="switchdev"), eth_pf("0000:3b:00.1", netdev="ens1f1", vfs={
+        "total": 8, "count": 2, "offset": 9}), eth_pf("0000:3c:00.0", netdev="ens2f0", vfs={"total": 8, "count": 0})]})
+    inv = discover(paths)
+    assert [inv.function(a).eswitch_mode for a in ("0000:3b:00.0", "0000:3b:00.1", "0000:3c:00.0")] == \
+        ["switchdev", "legacy", None]
+    assert not os.path.exists(os.path.join(paths.sysfs, "bus/pci/devices/0000:3b:00.0/net/ens1f0/compat"))
+
+
+def test_eswitch_compat_file_wins_when_present(build_host):
+    _, paths = build_host({"pfs": [eth_pf(eswitch="switchdev", eswitchCompat=True, representors=False)]})
+    assert discover(paths).function("0000:3b:00.0").eswitch_mode == "switchdev"
+
+
+def test_ib_vf_on_vfio_pci_is_published_from_pci_facts(build_host):
+    _, paths = build_host({"pfs": [ib_pf(vfs={"count": 2, "overrides": {1: {"driver": "vfio-pci"}}})]})
+    devices = _devices(discover(paths), IB_DRIVER)
+    dev = devices["ib-0000-5e-00-2-p1"]
+    assert dev.rdma_device is None and dev.attributes["type"] == "VF" and dev.attributes["vfID"] == 1
+    assert dev.attributes["parentDevice"] == devices["ib-0000-5e-00-0-p1"].rdma_device
+
+
+def test_vf_whose_rdma_and_netdev_moved_into_a_pod_keeps_its_device(build_host):
+    """In exclusive RDMA mode the kernel hides a moved device's infiniband/ and net/ entries."""
+    host, paths = build_host({"pfs": [ib_pf()]})
+    vf = os.path.join(host.sysfs, "bus/pci/devices/0000:5e:00.1")
+    for sub in ("infiniband", "net", "infiniband_verbs", "infiniband_mad"):
+        shutil.rmtree(os.path.join(vf, sub))
+    assert "ib-0000-5e-00-1-p1" in _devices(discover(paths))
+
+
+def test_hca_passed_whole_into_a_vm_is_a_pf(build_host):
+    _, paths = build_host({"host": {"kind": "vm"}, "functions": [
+        {"pci": "0000:00:08.0", "link": "infiniband", "device": "1021", "netdev": "ibp0s8"},
+        {"pci": "0000:00:09.0", "link": "infiniband", "device": "101e", "netdev": "ibp0s9"}]})
+    inv = discover(paths)
+    assert inv.function("0000:00:08.0").role == "PF" and inv.function("0000:00:09.0").role == "VF"
+
+
+def test_virtio_net_netdev_is_found_under_its_virtio_device(demo_inventories):
+    nic = demo_inventories["infiniband-vm"].function("0000:00:03.0")
+    assert nic.uplink is not None and nic.uplink.name == "eth0"

@@ -49,6 +49,21 @@ def test_no_sriov_and_no_infiniband_fails(build_host):
     assert {c.name: c.status for c in checks}["sriov"] == FAIL and failed(checks)
 
 
+def test_missing_mlx5_ib_fails_even_though_no_rdma_device_is_visible(build_host):
+    # Without mlx5_ib there are no RDMA devices at all: the check must key on the hardware.
+    _, paths = build_host({"host": dict(GOOD_HOST, modules=["mlx5_core", "ib_uverbs"]),
+                           "pfs": [ib_pf(rdma=False, vfs={"count": 1, "rdma": False})]})
+    c = _verdicts(paths)["kernel-modules"]
+    assert c.status == FAIL and "mlx5_ib" in c.message
+
+
+def test_zero_guids_and_down_ports_are_both_reported(build_host):
+    _, paths = build_host({"host": GOOD_HOST, "pfs": [ib_pf(vfs={"count": 1, "guids": "zero", "portState": "Down"})]})
+    c = _verdicts(paths)["infiniband"]
+    assert c.status == WARN and "all-zero GUID" in c.message and "not Active" in c.message
+    assert c.fix.startswith("set VF GUIDs")
+
+
 def test_unbound_vfs_zero_guids_and_missing_modules(build_host):
     _, paths = build_host({"host": dict(GOOD_HOST, modules=["mlx5_core"]),
                            "pfs": [ib_pf(vfs={"count": 2, "guids": "zero", "overrides": {1: {"driver": ""}}})]})
@@ -95,10 +110,14 @@ def test_missing_sysfs_fails_but_the_other_checks_still_run(tmp_path):
 
 
 def test_this_machine():
-    """Whatever this machine is, every check answers with a known status and fixes accompany problems."""
-    checks = run_checks(HostPaths())
-    assert [c.name for c in checks][:3] == ["sysfs", "sriov", "infiniband"]
-    for c in checks:
+    """The sysfs check counts exactly the network functions of this machine, read independently."""
+    network = 0
+    for bdf in os.listdir("/sys/bus/pci/devices"):
+        with open(f"/sys/bus/pci/devices/{bdf}/class") as f:
+            network += f.read().startswith("0x02")
+    checks = {c.name: c for c in run_checks(HostPaths())}
+    assert checks["sysfs"].message.startswith(f"{network} network PCI functions read from /sys")
+    for c in checks.values():
         assert c.status in (PASS, WARN, FAIL, SKIP) and c.message
         assert (c.fix is not None) == (c.status in (WARN, FAIL))
 

@@ -63,6 +63,9 @@ def test_zero_guids_for_vfs(build_host):
     ({"pfs": [eth_pf(vfs={"count": 1, "overrides": {0: {"mtu": "big"}}})]}, r"pfs\[0\].vfs.overrides\[0\].mtu"),
     ({"functions": [{"pci": "0000:00:08.0", "vfs": {}}]}, r"functions\[0\]: unknown field\(s\) vfs"),
     ({"host": {"kind": "cloud"}}, r"host.kind: expected baremetal or vm"),
+    ({"pfs": [ib_pf(guid="zz")]}, r"pfs\[0\].guid: expected a GUID"),
+    ({"pfs": [eth_pf(vfs={"count": 2, "stride": 0})]}, r"pfs\[0\].vfs: offset and stride must be at least 1"),
+    ({"pfs": [eth_pf("0000:ff:00.0", vfs={"count": 300, "total": 300})]}, r"run past bus ff"),
     ({"host": {"containerd": {"configVersion": 1}}}, r"host.containerd.configVersion: expected 2 or 3"),
     ({"extra": 1}, r"host description: unknown field\(s\) extra"),
 ])

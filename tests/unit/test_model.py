@@ -46,6 +46,12 @@ class TestClassify:
     def test_unknown_nic_on_baremetal_is_a_plain_pf(self):
         assert _classify(device="beef", has_infiniband=True) == (ROLE_PF, False)
 
+    def test_whole_hca_passed_into_a_vm_stays_a_pf(self):
+        assert _classify(device="1021", host_kind=HOST_VM, has_infiniband=True) == (ROLE_PF, False)
+
+    def test_bluefield_vf_id(self):
+        assert _classify(device="a2d3") == (ROLE_VF, True)
+
     def test_virtio_nic_in_a_vm_is_not_a_vf(self):
         assert _classify(vendor="1af4", device="1041", host_kind=HOST_VM) == (ROLE_PF, False)
 
@@ -93,7 +99,7 @@ class TestAttributes:
         clipped = model.clip(value)
         assert len(clipped.encode()) <= 64 and clipped == "é" * 32
 
-    def test_vf_attributes_fall_back_to_parent_numa_and_legacy_eswitch(self):
+    def test_vf_attributes_fall_back_to_parent_numa_and_leave_unknowns_out(self):
         pf = PciFunction("0000:3b:00.0", vendor="15b3", device="101d", numa_node=1,
                          netdevs=[NetDev("ens1f0")], sriov_totalvfs=8)
         vf = PciFunction("0000:3b:00.2", role=ROLE_VF, vendor=None, device="101e", vf_index=0,
@@ -101,15 +107,38 @@ class TestAttributes:
         attrs = model.vf_attributes(vf, pf, "ethernet")
         assert attrs["vendor"] == "15b3"
         assert attrs["numaNode"] == 1 and attrs["dra.net/numaNode"] == 1
-        assert attrs["EswitchMode"] == "legacy"
+        assert "EswitchMode" not in attrs  # the PF's mode is unknown: not guessed
         assert attrs["PFName"] == "ens1f0"
         assert "resource.kubernetes.io/pcieRoot" not in attrs  # unknown -> left out, not ""
+
+    def test_out_of_range_ints_are_left_out(self):
+        vf = PciFunction("0000:3b:00.2", role=ROLE_VF, vf_index=2**70)
+        attrs = model.vf_attributes(vf, None, "ethernet")
+        assert "vfID" not in attrs
 
     def test_passthrough_vf_has_no_parent_attributes(self):
         vf = PciFunction("0000:00:08.0", role=ROLE_VF, vendor="15b3", device="101e", passthrough=True)
         attrs = model.vf_attributes(vf, None, "ethernet")
         assert attrs["passthrough"] is True
         assert not {"pfDeviceID", "pfPciAddress", "PFName", "EswitchMode", "vfID"} & set(attrs)
+
+
+class TestPorts:
+    def test_each_port_of_a_multi_port_function_gets_its_own_netdev(self):
+        fn = PciFunction("a", netdevs=[NetDev("ib0", dev_port=0), NetDev("ib1", dev_port=1)])
+        assert fn.port_netdev(1).name == "ib0" and fn.port_netdev(2).name == "ib1"
+        assert PciFunction("b", netdevs=[NetDev("ib0")]).port_netdev(1).name == "ib0"
+        assert PciFunction("c", netdevs=[NetDev("x", dev_port=0), NetDev("y", dev_port=0)]).port_netdev(2) is None
+
+    def test_ib_function_without_visible_rdma_device_is_still_published(self):
+        pf = PciFunction("0000:5e:00.0", class_code="020700", sriov_totalvfs=4, rdma_devices=[
+            RdmaDevice("mlx5_0", ports=[IbPort(1, link_layer="InfiniBand", state="Active")])])
+        vf = PciFunction("0000:5e:00.1", role=ROLE_VF, class_code="020700", driver="vfio-pci", vf_index=0,
+                         pf_address=pf.address, numa_node=1)
+        dev = [d for d in Inventory(HostInfo(), [pf, vf]).dra_devices() if d.pci_address == vf.address][0]
+        assert dev.name == "ib-0000-5e-00-1-p1" and dev.rdma_device is None
+        assert dev.attributes["type"] == "VF" and dev.attributes["parentDevice"] == "mlx5_0"
+        assert dev.attributes["portState"] == "Unknown" and "nodeGUID" not in dev.attributes
 
 
 class TestDraDevices:

@@ -25,13 +25,27 @@ def _host(tmp_path, files: dict[str, str]) -> HostPaths:
     ({"sys/class/dmi/id/sys_vendor": "Amazon EC2\n", "sys/class/dmi/id/product_name": "c5.metal\n"},
      "baremetal", None),
     ({"sys/class/dmi/id/sys_vendor": "Amazon EC2\n", "sys/class/dmi/id/product_name": "p5.48xlarge\n"}, "vm", "ec2"),
-    ({"sys/class/dmi/id/sys_vendor": "Dell Inc.\n", "proc/cpuinfo": "flags\t: fpu hypervisor\n"}, "baremetal", None),
+    # The CPUID flag wins over an unknown DMI vendor: bare metal never sets it.
+    ({"sys/class/dmi/id/sys_vendor": "Dell Inc.\n", "proc/cpuinfo": "flags\t: fpu hypervisor\n"}, "vm", "cpuid-flag"),
+    ({"sys/class/dmi/id/sys_vendor": "QEMU\n", "proc/cpuinfo": "flags\t: fpu hypervisor\n"}, "vm", "qemu"),
     ({"proc/cpuinfo": "processor: 0\nflags\t: fpu sse hypervisor\n"}, "vm", "cpuid-flag"),
     ({"proc/cpuinfo": "flags\t: fpu sse\n"}, "baremetal", None),
+    # Xen dom0 is the physical host even though it runs under the hypervisor.
+    ({"sys/hypervisor/type": "xen\n", "proc/xen/capabilities": "control_d\n",
+      "proc/cpuinfo": "flags\t: fpu hypervisor\n"}, "baremetal", None),
 ])
 def test_detect_host(tmp_path, files, kind, hypervisor):
     info = system.detect_host(_host(tmp_path, files))
     assert (info.kind, info.hypervisor) == (kind, hypervisor)
+
+
+def test_proc_of_another_host_is_not_read(tmp_path):
+    """--sysfs-root alone: this machine's /proc/cpuinfo must not decide for the other tree."""
+    _host(tmp_path, {"root/proc/cpuinfo": "flags\t: fpu hypervisor\n",
+                      "other/sys/class/dmi/id/sys_vendor": "Dell Inc.\n"})
+    mixed = HostPaths.resolve(str(tmp_path / "root"), str(tmp_path / "other/sys"))
+    assert system.detect_host(mixed).kind == "baremetal"
+    assert system.detect_host(HostPaths.resolve(str(tmp_path / "root"))).kind == "vm"
 
 
 def test_iommu_modules_and_rdma_netns(tmp_path):
