@@ -550,6 +550,37 @@ def dra_devices(inv: Inventory) -> list[DraDevice]:
     return out
 
 
+# --- health -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeviceHealth:
+    device: str
+    healthy: bool
+    message: str = ""
+
+
+def device_health(inv: Inventory, driver: str) -> list[DeviceHealth]:
+    """IB ports are healthy when Active; VFs when their PF's uplink is not down."""
+    out = []
+    for d in inv.dra_devices():
+        if d.driver != driver:
+            continue
+        if driver == IB_DRIVER:
+            state = d.attributes.get("portState", "Unknown")
+            out.append(DeviceHealth(d.name, state == "Active", f"port {d.port} is {state}"))
+            continue
+        fn = inv.function(d.pci_address)
+        parent = inv.parent(fn) if fn else None
+        uplink = parent.uplink if parent else None
+        if uplink is not None and uplink.operstate == "down":
+            out.append(DeviceHealth(d.name, False, f"PF {uplink.name} link is down"))
+        else:
+            out.append(DeviceHealth(d.name, True, "VF present" + (f", PF {uplink.name} {uplink.operstate}"
+                                                                  if uplink else "")))
+    return out
+
+
 # --- API limits -------------------------------------------------------------------------
 
 

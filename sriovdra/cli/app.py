@@ -7,10 +7,13 @@ from typing import Annotated, Optional
 import typer
 
 from sriovdra import __version__
+from sriovdra.cli.cdi import generate_command
+from sriovdra.cli.checkpoint import show_command
 from sriovdra.cli.discover import discover_command
 from sriovdra.cli.doctor import doctor_command
 from sriovdra.cli.options import DevRoot, GlobalOptions, HostRoot, SysfsRoot
 from sriovdra.cli.pending import pending
+from sriovdra.cli.serve import serve_command
 
 _SETTINGS = {"help_option_names": ["-h", "--help"], "terminal_width": 80, "max_content_width": 80}
 
@@ -43,14 +46,14 @@ def root(
     ctx.obj = GlobalOptions(host_root=host_root, sysfs_root=sysfs_root, dev_root=dev_root)
 
 
-app.command("serve")(pending("serve", "run the DRA kubelet plugin"))
+app.command("serve")(serve_command)
 app.command("discover")(discover_command)
 app.command("provision")(pending("provision", "set the number of VFs on PFs"))
 cdi = _typer(help="Container Device Interface specs.")
-cdi.command("generate")(pending("cdi generate", "print the CDI specs serve would write"))
+cdi.command("generate")(generate_command)
 app.add_typer(cdi, name="cdi")
 checkpoint = _typer(help="The driver's persisted state.")
-checkpoint.command("show")(pending("checkpoint show", "print the driver's checkpoint"))
+checkpoint.command("show")(show_command)
 app.add_typer(checkpoint, name="checkpoint")
 app.command("doctor")(doctor_command)
 

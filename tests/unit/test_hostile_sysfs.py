@@ -71,12 +71,15 @@ CASES = {
                                             for n in os.listdir(dev(IB_PF, "infiniband_mad"))],
     "uverbs ibdev is a dir": lambda root, dev: [_mkdir(os.path.join(dev(IB_PF, "infiniband_verbs"), n, "ibdev"))
                                                 for n in os.listdir(dev(IB_PF, "infiniband_verbs"))],
-    "iommu_group not a number": lambda root, dev: _link(dev(ETH_VF, "iommu_group"), "../../kernel/iommu_groups/abc"),
-    "iommu_group unicode digit": lambda root, dev: _link(dev(ETH_VF, "iommu_group"), "../../kernel/iommu_groups/\u00b3"),
+    "iommu_group not a number": lambda root, dev: _link(dev(ETH_VF, "iommu_group"),
+                                                        "../../kernel/iommu_groups/abc"),
+    "iommu_group unicode digit": lambda root, dev: _link(dev(ETH_VF, "iommu_group"),
+                                                         "../../kernel/iommu_groups/\u00b3"),
     "iommu_groups is a file": lambda root, dev: _write(os.path.join(root, "sys/kernel/iommu_groups"), "x"),
     "driver loop": lambda root, dev: _link(dev(ETH_VF, "driver"), "driver"),
     "PCI entry is a file": lambda root, dev: _write(os.path.join(root, "sys/bus/pci/devices/0000:99:00.0"), "x"),
-    "PCI entry dangling": lambda root, dev: _link(os.path.join(root, "sys/bus/pci/devices/0000:99:00.0"), "../nowhere"),
+    "PCI entry dangling": lambda root, dev: _link(os.path.join(root, "sys/bus/pci/devices/0000:99:00.0"),
+                                                  "../nowhere"),
     "hypervisor/type is a dir": lambda root, dev: _mkdir(os.path.join(root, "sys/hypervisor/type")),
     "DMI binary": lambda root, dev: _write(os.path.join(root, "sys/class/dmi/id/sys_vendor"), b"\xff\xff"),
     "netns_mode is a dir": lambda root, dev: _mkdir(os.path.join(root, "sys/module/ib_core/parameters/netns_mode")),
@@ -87,7 +90,8 @@ CASES = {
     "containerd plugins list": lambda root, dev: _write(os.path.join(root, "etc/containerd/config.toml"),
                                                         "version = 3\nplugins = [1]\n"),
     "containerd socket int": lambda root, dev: _write(os.path.join(root, "etc/containerd/config.toml"),
-                                                      "version = 3\n[plugins.'io.containerd.nri.v1.nri']\nsocket_path = 5\n"),
+                                                      "version = 3\n[plugins.'io.containerd.nri.v1.nri']\n"
+                                                      "socket_path = 5\n"),
     "containerd cdi dirs ints": lambda root, dev: _write(
         os.path.join(root, "etc/containerd/config.toml"),
         "version = 3\n[plugins.'io.containerd.cri.v1.runtime']\ncdi_spec_dirs = [1]\n"),

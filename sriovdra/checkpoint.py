@@ -1,0 +1,147 @@
+"""The driver's persisted state: what it did to the host, claim by claim.
+
+One JSON file per DRA driver in the state dir, written atomically (temp file, fsync, rename,
+fsync of the dir) after every change, so that `serve` can be killed at any instant:
+
+    {"version": 1, "checksum": "sha256:<hex>", "claims": {"<claim uid>": ClaimRecord, ...}}
+
+The checksum covers the canonical JSON of "claims". A file that does not parse, fails its
+checksum or has another version is moved aside (<file>.corrupt-<unix time>), reported, and the
+driver starts from an empty state: unprepare of a claim it no longer knows still removes the
+claim's CDI spec, whose name derives from the claim UID.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from dataclasses import dataclass, field
+
+from sriovdra.atomicfile import write_atomic
+from sriovdra.claim import ClaimRef
+
+VERSION = 1
+
+# Claim states, in order. A record is written in PREPARING before the host is touched and in
+# UNPREPARING before anything is undone; recovery rolls such records back or forward.
+PREPARING, PREPARED, UNPREPARING = "preparing", "prepared", "unpreparing"
+
+
+class CheckpointError(Exception):
+    pass
+
+
+@dataclass
+class PreparedDevice:
+    request: str  # base request name (what the kubelet matches container claims against)
+    pool: str
+    device: str
+    pci_address: str
+    cdi_ids: list[str]
+    config: dict  # the effective VfConfig / IbConfig, as JSON
+    port: int | None = None
+    rdma_device: str | None = None
+    netdev: str | None = None
+    admin_access: bool = False
+    share_id: str | None = None
+    original_driver: str | None = None  # kernel driver to restore after a vfio-pci rebind
+    attributes: dict = field(default_factory=dict)  # as published at prepare time (slice stays stable)
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> PreparedDevice:
+        return cls(**d)
+
+
+@dataclass
+class ClaimRecord:
+    claim: ClaimRef
+    state: str
+    devices: list[PreparedDevice] = field(default_factory=list)
+    cdi_spec: str | None = None  # spec file name in the CDI dir
+    pods: list[str] = field(default_factory=list)  # reservedFor UIDs at prepare time
+    updated: float = 0.0
+
+    def to_dict(self) -> dict:
+        return {"claim": self.claim.to_dict(), "state": self.state, "devices": [d.to_dict() for d in self.devices],
+                "cdiSpec": self.cdi_spec, "pods": list(self.pods), "updated": self.updated}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ClaimRecord:
+        return cls(claim=ClaimRef(**d["claim"]), state=d["state"],
+                   devices=[PreparedDevice.from_dict(x) for x in d.get("devices", [])],
+                   cdi_spec=d.get("cdiSpec"), pods=list(d.get("pods", [])), updated=d.get("updated", 0.0))
+
+
+def _checksum(claims: dict) -> str:
+    canonical = json.dumps(claims, sort_keys=True, separators=(",", ":")).encode()
+    return "sha256:" + hashlib.sha256(canonical).hexdigest()
+
+
+def encode(records: dict[str, ClaimRecord]) -> dict:
+    claims = {uid: r.to_dict() for uid, r in sorted(records.items())}
+    return {"version": VERSION, "checksum": _checksum(claims), "claims": claims}
+
+
+def decode(data: object) -> dict[str, ClaimRecord]:
+    """Parse and verify a checkpoint document; CheckpointError says what is wrong."""
+    if not isinstance(data, dict):
+        raise CheckpointError("not a JSON object")
+    if data.get("version") != VERSION:
+        raise CheckpointError(f"version {data.get('version')!r}, this driver reads version {VERSION}")
+    claims = data.get("claims")
+    if not isinstance(claims, dict):
+        raise CheckpointError("no 'claims' object")
+    if data.get("checksum") != _checksum(claims):
+        raise CheckpointError("checksum mismatch (the file was changed or truncated)")
+    try:
+        return {uid: ClaimRecord.from_dict(r) for uid, r in claims.items()}
+    except (KeyError, TypeError, ValueError) as e:
+        raise CheckpointError(f"malformed claim record: {e}") from None
+
+
+@dataclass
+class LoadResult:
+    records: dict[str, ClaimRecord]
+    problem: str | None = None  # what was wrong with the file, if it was set aside
+    set_aside: str | None = None  # where the bad file went
+
+
+class CheckpointStore:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def load(self) -> LoadResult:
+        try:
+            with open(self.path, "rb") as f:
+                raw = f.read()
+        except FileNotFoundError:
+            return LoadResult(records={})
+        try:
+            return LoadResult(records=decode(json.loads(raw)))
+        except (ValueError, CheckpointError) as e:
+            aside = f"{self.path}.corrupt-{time.time_ns()}"
+            os.replace(self.path, aside)
+            return LoadResult(records={}, problem=f"{self.path}: {e}", set_aside=aside)
+
+    def save(self, records: dict[str, ClaimRecord]) -> None:
+        write_atomic(self.path, json.dumps(encode(records), indent=1).encode(), mode=0o600, dir_mode=0o700)
+
+
+def read_only(path: str) -> LoadResult:
+    """Load without setting a bad file aside (for `sriovdra checkpoint show`)."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: no checkpoint (serve has not prepared anything yet?)") from None
+    except OSError as e:
+        raise CheckpointError(f"{path}: {e.strerror}") from None
+    try:
+        return LoadResult(records=decode(json.loads(raw)))
+    except (ValueError, CheckpointError) as e:
+        return LoadResult(records={}, problem=f"{path}: {e}")

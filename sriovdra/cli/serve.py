@@ -1,0 +1,119 @@
+"""`sriovdra serve`: the kubelet plugin (run by the DaemonSet)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import sys
+import threading
+from enum import Enum
+from typing import Annotated, Optional
+
+import typer
+
+from sriovdra.cli.options import DevRoot, HostRoot, SysfsRoot, host_paths
+from sriovdra.cli.output import die
+from sriovdra.model import DRIVERS
+
+
+class LogFormat(str, Enum):
+    text = "text"
+    json = "json"
+
+
+class LogLevel(str, Enum):
+    debug = "debug"
+    info = "info"
+    warning = "warning"
+    error = "error"
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out = {"ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"), "level": record.levelname.lower(),
+               "logger": record.name, "msg": record.getMessage()}
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out)
+
+
+def setup_logging(level: LogLevel, fmt: LogFormat) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(_JsonFormatter() if fmt == LogFormat.json else
+                         logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.value.upper())
+    logging.getLogger("kubernetes").setLevel(logging.WARNING)
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
+
+
+def _drivers(value: str | None) -> tuple[str, ...]:
+    names = tuple(x.strip() for x in (value or "").split(",") if x.strip())
+    unknown = [n for n in names if n not in DRIVERS]
+    if unknown:
+        die(f"--drivers: unknown driver(s) {', '.join(unknown)}; known: {', '.join(DRIVERS)}")
+    return names
+
+
+def serve_command(
+    ctx: typer.Context,
+    node_name: Annotated[str, typer.Option(envvar="NODE_NAME", help="This node's name (the pool name).")],
+    drivers: Annotated[Optional[str], typer.Option(
+        envvar="SRIOVDRA_DRIVERS", help=f"Comma-separated drivers to serve (default: those the node has "
+                                        f"devices for): {', '.join(DRIVERS)}.")] = None,
+    kubelet_root_dir: Annotated[str, typer.Option(
+        envvar="SRIOVDRA_KUBELET_ROOT_DIR", help="The kubelet's --root-dir; sockets live under it.")]
+    = "/var/lib/kubelet",
+    cdi_dir: Annotated[str, typer.Option(envvar="SRIOVDRA_CDI_DIR", help="Where CDI specs are written.")]
+    = "/var/run/cdi",
+    state_dir: Annotated[str, typer.Option(envvar="SRIOVDRA_STATE_DIR", help="Where checkpoints are kept.")]
+    = "/var/lib/sriovdra",
+    kubeconfig: Annotated[Optional[str], typer.Option(
+        envvar="KUBECONFIG", help="kubeconfig file (default: the in-cluster service account).")] = None,
+    rolling_update_pod_uid: Annotated[Optional[str], typer.Option(
+        envvar="SRIOVDRA_POD_UID", help="Per-pod socket names for rolling updates (kubelet >= 1.33).")] = None,
+    rescan_interval: Annotated[float, typer.Option(
+        envvar="SRIOVDRA_RESCAN_INTERVAL", min=1.0, help="Seconds between inventory rescans.")] = 15.0,
+    log_level: Annotated[LogLevel, typer.Option(envvar="SRIOVDRA_LOG_LEVEL")] = LogLevel.info,
+    log_format: Annotated[LogFormat, typer.Option(envvar="SRIOVDRA_LOG_FORMAT")] = LogFormat.text,
+    host_root: HostRoot = None,
+    sysfs_root: SysfsRoot = None,
+    dev_root: DevRoot = None,
+) -> None:
+    """Run the DRA kubelet plugin: register, publish slices, prepare claims."""
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")  # before grpc loads: quiet fork notices
+    setup_logging(log_level, log_format)
+    from sriovdra.daemon import ServeOptions, Service
+    from sriovdra.host.discovery import DiscoveryError
+    from sriovdra.kube.api import ApiError
+    from sriovdra.plugin.server import SocketPathError
+
+    opts = ServeOptions(node_name=node_name, paths=host_paths(ctx, host_root, sysfs_root, dev_root),
+                        drivers=_drivers(drivers), kubelet_root_dir=kubelet_root_dir, cdi_dir=cdi_dir,
+                        state_dir=state_dir, kubeconfig=kubeconfig, pod_uid=rolling_update_pod_uid,
+                        rescan_seconds=rescan_interval)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    try:
+        service = Service(opts)
+        service.start()
+    except (DiscoveryError, SocketPathError, ApiError, OSError) as e:
+        die(str(e))
+    except Exception as e:  # kubernetes.config.ConfigException and friends
+        if type(e).__name__ == "ConfigException":
+            die(f"no Kubernetes credentials: {e} (pass --kubeconfig outside a cluster)")
+        raise
+    logging.getLogger("sriovdra").info("serving %s on node %s", ", ".join(service.plugins) or "nothing yet",
+                                       node_name)
+    stop.wait()
+    service.stop()
+    # Exit without interpreter finalization: a library thread we do not own (urllib3, grpc) still
+    # in I/O at that point aborts the process; everything of ours is stopped and flushed by now.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

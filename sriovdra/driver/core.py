@@ -1,0 +1,270 @@
+"""The core of one DRA driver on one node: prepare, unprepare and recovery of claims.
+
+No protocol code here: the gRPC servers call prepare/unprepare with claim references, the
+Kubernetes adapter supplies claim JSON through a ClaimSource, discovery supplies the inventory.
+Every step is checkpointed before it touches the host (see sriovdra.checkpoint).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Protocol
+
+from sriovdra import cdi, faults
+from sriovdra.checkpoint import (
+    PREPARED,
+    PREPARING,
+    UNPREPARING,
+    CheckpointStore,
+    ClaimRecord,
+    PreparedDevice,
+)
+from sriovdra.claim import Allocation, ClaimError, ClaimRef, Result, config_for, parse_allocation
+from sriovdra.config import IbConfig, VfConfig
+from sriovdra.model import DraDevice, Inventory
+
+log = logging.getLogger(__name__)
+
+
+class ClaimFetchError(Exception):
+    """The claim could not be read from the API server; str() says why."""
+
+
+class ClaimSource(Protocol):
+    def get_claim(self, namespace: str, name: str) -> dict: ...
+
+
+@dataclass(frozen=True)
+class DriverSettings:
+    driver: str
+    pool: str  # the node name
+    cdi_dir: str
+    checkpoint_path: str
+    dev_file: Callable[[str], str]  # /dev/x as the node names it -> where it is here
+    serialize_lock: str | None = None  # flock path shared with a rolling-update twin
+
+
+@dataclass
+class PrepareOutcome:
+    devices: list[PreparedDevice]
+    error: str | None = None
+
+
+class Driver:
+    def __init__(self, settings: DriverSettings, inventory: Callable[[], Inventory], claims: ClaimSource,
+                 on_prepared: Callable[[ClaimRecord], None] | None = None) -> None:
+        self.s = settings
+        self.kind = cdi.CDI_KINDS[settings.driver]
+        self.inventory = inventory
+        self.claims = claims
+        self.on_prepared = on_prepared
+        self.store = CheckpointStore(settings.checkpoint_path)
+        self.records: dict[str, ClaimRecord] = {}
+        self._lock = threading.Lock()
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> list[str]:
+        """Load the checkpoint and finish what a crash interrupted; returns problems to report."""
+        with self._serialized():
+            return self._recover()
+
+    def _load(self) -> list[str]:
+        loaded = self.store.load()
+        self.records = loaded.records
+        if loaded.problem:
+            return [f"checkpoint unusable, set aside as {loaded.set_aside}: {loaded.problem}"]
+        return []
+
+    def _recover(self) -> list[str]:
+        problems = self._load()
+        for uid, rec in list(self.records.items()):
+            if rec.state == PREPARING:
+                log.info("claim %s: prepare was interrupted, rolling back", rec.claim)
+                self._undo(rec)
+                del self.records[uid]
+            elif rec.state == UNPREPARING:
+                log.info("claim %s: unprepare was interrupted, finishing it", rec.claim)
+                self._undo(rec)
+                del self.records[uid]
+        self._save()
+        return problems
+
+    @contextmanager
+    def _serialized(self):
+        """One operation at a time; with a rolling-update twin, also across processes (flock),
+        re-reading the checkpoint the other process may have changed."""
+        with self._lock:
+            if self.s.serialize_lock is None:
+                yield
+                return
+            os.makedirs(os.path.dirname(self.s.serialize_lock), mode=0o750, exist_ok=True)
+            with open(self.s.serialize_lock, "a") as f:
+                fcntl.flock(f, fcntl.LOCK_EX)
+                try:
+                    self.records = self.store.load().records
+                    yield
+                finally:
+                    fcntl.flock(f, fcntl.LOCK_UN)
+
+    def _save(self) -> None:
+        self.store.save(self.records)
+
+    # --- prepare -------------------------------------------------------------------------
+
+    def prepare(self, refs: list[ClaimRef]) -> dict[str, PrepareOutcome]:
+        """One outcome per claim UID. API reads happen before the lock, as in the Go helper."""
+        fetched: dict[str, dict | Exception] = {}
+        for ref in refs:
+            try:
+                fetched[ref.uid] = self.claims.get_claim(ref.namespace, ref.name)
+            except ClaimFetchError as e:
+                fetched[ref.uid] = e
+        out: dict[str, PrepareOutcome] = {}
+        fresh: list[str] = []  # prepared by this call (not repeats): their status gets written
+        with self._serialized():
+            inv = None
+            ib_index = 0
+            for ref in refs:
+                got = fetched[ref.uid]
+                if isinstance(got, Exception):
+                    out[ref.uid] = PrepareOutcome([], f"claim {ref}: cannot read it from the API server: {got}")
+                    continue
+                rec = self.records.get(ref.uid)
+                if rec is not None and rec.state == PREPARED:
+                    out[ref.uid] = PrepareOutcome(rec.devices)  # idempotent: the same devices and CDI IDs
+                    ib_index += len(rec.devices)
+                    continue
+                if inv is None:
+                    inv = self.inventory()
+                try:
+                    out[ref.uid] = PrepareOutcome(self._prepare_one(ref, got, inv, ib_index))
+                    ib_index += len(out[ref.uid].devices)
+                    fresh.append(ref.uid)
+                except (ClaimError, cdi.CdiError, OSError) as e:
+                    out[ref.uid] = PrepareOutcome([], str(e))
+        if self.on_prepared:
+            for uid in fresh:
+                self.on_prepared(self.records[uid])
+        return out
+
+    def _prepare_one(self, ref: ClaimRef, claim_json: dict, inv: Inventory, ib_index: int) -> list[PreparedDevice]:
+        stale = self.records.pop(ref.uid, None)
+        if stale is not None:  # an interrupted earlier attempt
+            self._undo(stale)
+        alloc = parse_allocation(claim_json, ref, self.s.driver)
+        by_name = {d.name: d for d in inv.dra_devices() if d.driver == self.s.driver}
+        planned: list[tuple[PreparedDevice, DraDevice, VfConfig | IbConfig]] = []
+        for result in alloc.results:
+            dev = self._device_for(alloc, result, by_name)
+            config = config_for(alloc, result.request)
+            planned.append((self._plan(ref, result, dev, config), dev, config))
+        spec_name = cdi.spec_file_name(self.kind, ref.uid)
+        rec = ClaimRecord(claim=ref, state=PREPARING, devices=[p for p, _, _ in planned], cdi_spec=spec_name,
+                          pods=[str(r.get("uid")) for r in alloc.reserved_for if r.get("uid")], updated=time.time())
+        self.records[ref.uid] = rec
+        try:
+            self._save()  # intent first: a crash from here on is rolled back at restart
+            faults.point("prepare.after-intent")
+            if planned:
+                items = [cdi.SpecItem(dev, config, p.admin_access, ib_index + i)
+                         for i, (p, dev, config) in enumerate(planned)]
+                cdi.write_spec(self.s.cdi_dir, spec_name,
+                               cdi.claim_spec(self.s.driver, ref.uid, items, inv, self.s.dev_file))
+            faults.point("prepare.after-cdi")
+            rec.state = PREPARED
+            rec.updated = time.time()
+            self._save()
+        except BaseException:
+            self._undo(rec)
+            self.records.pop(ref.uid, None)
+            try:
+                self._save()
+            except OSError as e:
+                log.error("claim %s: rollback could not be checkpointed: %s", ref, e)
+            raise
+        return rec.devices
+
+    def _device_for(self, alloc: Allocation, result: Result, by_name: dict[str, DraDevice]) -> DraDevice:
+        where = f"claim {alloc.claim} request {result.request!r} device {result.device!r}"
+        if result.pool != self.s.pool:
+            raise ClaimError(f"{where}: allocated from pool {result.pool!r}, this node's pool is {self.s.pool!r}")
+        dev = by_name.get(result.device)
+        if dev is None:
+            raise ClaimError(f"{where}: no such {self.s.driver} device on node {self.s.pool} "
+                             f"(run `sriovdra discover` on the node to list them)")
+        if not result.admin_access and result.share_id is None:
+            for other in self.records.values():
+                if other.claim.uid == alloc.claim.uid:
+                    continue
+                for d in other.devices:
+                    if d.device == dev.name and not d.admin_access and d.share_id is None:
+                        raise ClaimError(f"{where}: already prepared for claim {other.claim} "
+                                         f"(uid {other.claim.uid}); a device serves one claim at a time")
+        return dev
+
+    def _plan(self, ref: ClaimRef, result: Result, dev: DraDevice, config: VfConfig | IbConfig) -> PreparedDevice:
+        return PreparedDevice(
+            request=result.base_request, pool=result.pool, device=dev.name, pci_address=dev.pci_address,
+            cdi_ids=[f"{self.kind}={cdi.device_name(dev, ref.uid)}"], config=config.to_dict(), port=dev.port,
+            rdma_device=dev.rdma_device, netdev=dev.netdev, admin_access=result.admin_access,
+            share_id=result.share_id, attributes=dict(dev.attributes))
+
+    # --- unprepare -----------------------------------------------------------------------
+
+    def unprepare(self, refs: list[ClaimRef]) -> dict[str, str | None]:
+        """One error (or None) per claim UID; unknown claims succeed."""
+        out: dict[str, str | None] = {}
+        with self._serialized():
+            for ref in refs:
+                try:
+                    self._unprepare_one(ref)
+                    out[ref.uid] = None
+                except (OSError, cdi.CdiError) as e:
+                    out[ref.uid] = f"claim {ref}: unprepare failed: {e}"
+        return out
+
+    def _unprepare_one(self, ref: ClaimRef) -> None:
+        rec = self.records.get(ref.uid)
+        if rec is None:
+            # Unknown (or lost with a corrupt checkpoint): the spec name derives from the UID.
+            cdi.remove_spec(self.s.cdi_dir, cdi.spec_file_name(self.kind, ref.uid))
+            return
+        rec.state = UNPREPARING
+        rec.updated = time.time()
+        self._save()
+        faults.point("unprepare.after-intent")
+        self._undo(rec)
+        del self.records[ref.uid]
+        self._save()
+
+    def _undo(self, rec: ClaimRecord) -> None:
+        """Reverse everything prepare did for this record (idempotent)."""
+        if rec.cdi_spec:
+            cdi.remove_spec(self.s.cdi_dir, rec.cdi_spec)
+
+    # --- queries -------------------------------------------------------------------------
+
+    def prepared(self) -> list[ClaimRecord]:
+        with self._lock:
+            return [r for r in self.records.values() if r.state == PREPARED]
+
+    def published(self, inv: Inventory) -> list[DraDevice]:
+        """What to publish: the inventory's devices, with prepared devices as they were at prepare
+        time (a VF moved into a pod loses its netdev and RDMA device from the node's view; its
+        slice entry must not change or vanish while it is in use)."""
+        devices = {d.name: d for d in inv.dra_devices() if d.driver == self.s.driver}
+        for rec in self.prepared():
+            for p in rec.devices:
+                if p.attributes:
+                    devices[p.device] = DraDevice(driver=self.s.driver, name=p.device, attributes=p.attributes,
+                                                  pci_address=p.pci_address, port=p.port,
+                                                  rdma_device=p.rdma_device, netdev=p.netdev)
+        return sorted(devices.values(), key=lambda d: d.name)

@@ -1,0 +1,1 @@
+"""Kubernetes adapters (the official `kubernetes` client): claims, ResourceSlices, claim status."""

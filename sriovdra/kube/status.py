@@ -1,0 +1,107 @@
+"""Writing status.devices of prepared claims, asynchronously (prepare never waits on it).
+
+Each update re-reads the claim, keeps every entry that is not ours (other drivers share the
+list), replaces ours, and writes through the status subresource with the read resourceVersion;
+a 409 conflict re-reads and retries, server errors back off, NotFound/Forbidden/Invalid drop
+the update (the claim is gone or we may not write it).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from datetime import datetime, timezone
+
+from sriovdra.claim import ClaimRef
+from sriovdra.kube.api import FIELD_MANAGER, ApiError, call
+
+log = logging.getLogger(__name__)
+
+MAX_ATTEMPTS = 8
+
+
+def ready_entry(driver: str, pool: str, device: str, data: dict, share_id: str | None = None,
+                network: dict | None = None, message: str = "prepared by sriovdra") -> dict:
+    """An AllocatedDeviceStatus with a Ready condition."""
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    entry = {"driver": driver, "pool": pool, "device": device, "data": data,
+             "conditions": [{"type": "Ready", "status": "True", "reason": "Prepared", "message": message,
+                             "lastTransitionTime": now}]}
+    if share_id is not None:
+        entry["shareID"] = share_id
+    if network:
+        entry["networkData"] = network
+    return entry
+
+
+def merge_devices(current: list[dict], ours: list[dict], driver: str) -> list[dict]:
+    """Other drivers' entries untouched, ours replaced (keyed by driver, pool, device, shareID)."""
+    key = lambda e: (e.get("driver"), e.get("pool"), e.get("device"), e.get("shareID"))  # noqa: E731
+    replaced = {key(e) for e in ours}
+    return [e for e in current if key(e) not in replaced] + ours
+
+
+class ClaimStatusWriter:
+    def __init__(self, api_client, driver: str) -> None:
+        from kubernetes.client import ResourceV1Api
+
+        self.api = ResourceV1Api(api_client)
+        self.driver = driver
+        self._queue: queue.Queue[tuple[ClaimRef, list[dict]] | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name=f"claim-status-{driver}", daemon=True)
+        self.written = 0
+        self.dropped = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._queue.put(None)
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def enqueue(self, claim: ClaimRef, entries: list[dict]) -> None:
+        self._queue.put((claim, entries))
+
+    def idle(self) -> bool:
+        return self._queue.unfinished_tasks == 0
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            try:
+                if item is None:
+                    return
+                self._write(*item)
+            finally:
+                self._queue.task_done()
+
+    def _write(self, claim: ClaimRef, entries: list[dict]) -> None:
+        delay = 0.1
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                current = call(self.api.read_namespaced_resource_claim, claim.name, claim.namespace)
+                if current.get("metadata", {}).get("uid") != claim.uid:
+                    log.info("claim %s was replaced, its status is not ours to write", claim)
+                    self.dropped += 1
+                    return
+                status = current.setdefault("status", {})
+                status["devices"] = merge_devices(status.get("devices") or [], entries, self.driver)
+                call(self.api.replace_namespaced_resource_claim_status, claim.name, claim.namespace, current,
+                     field_manager=FIELD_MANAGER)
+                self.written += 1
+                return
+            except ApiError as e:
+                if e.status == 409:
+                    continue  # someone else wrote in between: read again
+                if e.permanent:
+                    log.warning("status of claim %s not written: %s", claim, e)
+                    self.dropped += 1
+                    return
+                log.info("status of claim %s: attempt %d failed: %s", claim, attempt, e)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        log.warning("status of claim %s not written after %d attempts", claim, MAX_ATTEMPTS)
+        self.dropped += 1

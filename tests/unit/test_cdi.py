@@ -1,0 +1,57 @@
+"""CDI specs: minimum versions, the runtimes' validation rules, names, atomic writes."""
+
+import json
+import os
+
+import pytest
+
+from sriovdra import cdi
+
+
+def _spec(**edits):
+    return {"kind": "sriovnetwork.openshift.io/vf",
+            "devices": [{"name": "vf-0000-3b-00-2-uid", "containerEdits": edits or {"env": ["A=1"]}}]}
+
+
+@pytest.mark.parametrize("spec, version", [
+    (_spec(), "0.3.0"),
+    (_spec(mounts=[{"hostPath": "/a", "containerPath": "/b", "type": "bind"}]), "0.4.0"),
+    (_spec(deviceNodes=[{"path": "/dev/x", "hostPath": "/tmp/dev/x"}]), "0.5.0"),
+    ({**_spec(), "devices": [{"name": "0abc", "containerEdits": {"env": ["A=1"]}}]}, "0.5.0"),
+    ({**_spec(), "annotations": {"a": "b"}}, "0.6.0"),
+    ({**_spec(), "kind": "vendor.io/class.with.dots"}, "0.6.0"),
+    (_spec(additionalGids=[5]), "0.7.0"),
+    (_spec(netDevices=[{"hostInterfaceName": "eth1", "name": "net1"}]), "1.1.0"),
+])
+def test_minimum_version(spec, version):
+    assert cdi.minimum_version(spec) == version
+
+
+def test_validate_catches_what_runtimes_reject():
+    bad = {"cdiVersion": "0.3.0", "kind": "noslash", "devices": [
+        {"name": "-bad", "containerEdits": {"env": ["NOEQUALS"], "deviceNodes": [{"path": "dev/x", "hostPath": "/x"}]}},
+        {"name": "empty", "containerEdits": {}}]}
+    problems = "\n".join(cdi.validate(bad))
+    for expected in ("kind 'noslash' is not <vendor>/<class>", "below the 0.5.0 the content needs",
+                     "device name '-bad' is invalid", "env 'NOEQUALS' is not KEY=VALUE", "is not absolute",
+                     "device 'empty' has empty containerEdits"):
+        assert expected in problems
+    assert cdi.validate({"cdiVersion": "9.9.9", **_spec()}) == ["cdiVersion '9.9.9' is unknown"]
+
+
+def test_spec_file_names_are_the_cdi_transient_names():
+    assert cdi.spec_file_name("ib.sigs.k8s.io/port", "abc/def") == "ib.sigs.k8s.io-port_abc_def.json"
+    with pytest.raises(cdi.CdiError):
+        cdi.spec_file_name("a.io/b", "..")
+
+
+def test_write_is_atomic_and_refuses_invalid_specs(tmp_path):
+    spec = cdi.Spec("sriovnetwork.openshift.io/vf", [cdi.CdiDevice("vf-1-u", cdi.Edits(env=["A=1"]))])
+    path = cdi.write_spec(str(tmp_path), "x.json", spec)
+    assert json.load(open(path))["cdiVersion"] == "0.3.0"
+    assert oct(os.stat(path).st_mode & 0o777) == "0o644"
+    assert os.listdir(tmp_path) == ["x.json"]  # no temp files left
+    with pytest.raises(cdi.CdiError, match="empty containerEdits"):
+        cdi.write_spec(str(tmp_path), "y.json", cdi.Spec("a.io/b", [cdi.CdiDevice("d", cdi.Edits())]))
+    assert os.listdir(tmp_path) == ["x.json"]
+    assert cdi.remove_spec(str(tmp_path), "x.json") and not cdi.remove_spec(str(tmp_path), "x.json")

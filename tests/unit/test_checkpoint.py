@@ -1,0 +1,41 @@
+"""The checkpoint file: versioned, checksummed, atomic; bad files are set aside, never fatal."""
+
+import json
+import os
+
+from sriovdra.checkpoint import PREPARED, CheckpointStore, ClaimRecord, PreparedDevice, decode, encode
+from sriovdra.claim import ClaimRef
+
+
+def _records():
+    dev = PreparedDevice("vf", "node1", "vf-0000-3b-00-2", "0000:3b:00.2", ["k/vf=x"], {"mtu": 9000},
+                         attributes={"vfID": 0})
+    return {"u1": ClaimRecord(ClaimRef("default", "c1", "u1"), PREPARED, [dev], cdi_spec="s.json", pods=["p1"],
+                              updated=5.0)}
+
+
+def test_round_trip(tmp_path):
+    store = CheckpointStore(str(tmp_path / "state" / "cp.json"))
+    store.save(_records())
+    assert store.load().records == _records()
+    assert oct(os.stat(store.path).st_mode & 0o777) == "0o600"
+    assert decode(encode(_records())) == _records()
+
+
+def test_corrupt_truncated_and_foreign_files_are_set_aside(tmp_path):
+    path = tmp_path / "cp.json"
+    good = json.dumps(encode(_records()))
+    for content, problem in [(good[: len(good) // 2], "Expecting"), ("[]", "not a JSON object"),
+                             (good.replace('"mtu": 9000', '"mtu": 1500'), "checksum mismatch"),
+                             (good.replace('"version": 1', '"version": 9'), "version 9, this driver reads version 1")]:
+        path.write_text(content)
+        loaded = CheckpointStore(str(path)).load()
+        assert loaded.records == {} and problem in loaded.problem
+        assert open(loaded.set_aside).read() == content  # kept for inspection
+        assert not path.exists()
+        os.unlink(loaded.set_aside)
+
+
+def test_missing_file_is_an_empty_state(tmp_path):
+    loaded = CheckpointStore(str(tmp_path / "none.json")).load()
+    assert loaded.records == {} and loaded.problem is None
