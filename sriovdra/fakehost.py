@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import socket
+import stat
 import sys
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +33,7 @@ _PHYS_STATE_NUM = {"Sleep": 1, "Polling": 2, "Disabled": 3, "PortConfigurationTr
 _DEFAULT_VF_DEVICE = {"15b3": "101e", "8086": "1889", "14e4": "16dc"}
 
 _HOST_KEYS = {"kind", "iommu", "noiommu", "modules", "rdmaNetnsMode", "kubelet", "cdi",
-              "containerd", "crio", "vendor", "product"}
+              "containerd", "crio", "vendor", "product", "devNodes"}
 _FUNCTION_KEYS = {"pci", "vendor", "device", "class", "driver", "numa", "pcieRoot", "link",
                   "netdev", "mac", "mtu", "speed", "operstate", "eswitch", "eswitchCompat", "rdma",
                   "rdmaName", "firmware", "guid", "ports", "vfs", "representors"}
@@ -142,6 +143,17 @@ class _Tree:
     def __init__(self, root: str) -> None:
         self.root = root
         self._dirs: set[str] = set()
+        self.char_nodes = False  # dev/ entries as real character devices (1:3, like /dev/null)
+
+    def dev_node(self, rel: str) -> None:
+        """A /dev entry: an empty file, or a char device that container runtimes accept."""
+        if not self.char_nodes:
+            self.write(rel, "")
+            return
+        self.mkdir(os.path.dirname(rel))
+        path = self.abspath(rel)
+        if not os.path.exists(path):
+            os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
 
     def abspath(self, rel: str) -> str:
         return os.path.join(self.root, rel)
@@ -178,6 +190,10 @@ class _Builder:
         self.noiommu = _get(self.host, "noiommu", bool, "host", False)
         self.counters = {"ifindex": 2, "iommu": 10, "uverbs": 0, "mad": 0, "rdma": 0, "virtio": 0}
         self.any_rdma = False
+        dev_nodes = _get(self.host, "devNodes", str, "host", "file")
+        if dev_nodes not in ("file", "null-char"):
+            raise FakeHostError(f"host.devNodes: expected file or null-char, got {dev_nodes!r}")
+        self.t.char_nodes = dev_nodes == "null-char"
 
     # host-wide pieces
     def build(self) -> None:
@@ -219,7 +235,7 @@ class _Builder:
             self.t.mkdir("sys/module/vfio/parameters")
             self.t.write("sys/module/vfio/parameters/enable_unsafe_noiommu_mode", "Y" if self.noiommu else "N")
             self._driver_dir("vfio-pci")
-            self.t.write("dev/vfio/vfio", "")
+            self.t.dev_node("dev/vfio/vfio")
         mode = self.host.get("rdmaNetnsMode")
         if mode is not None:
             if mode not in ("shared", "exclusive"):
@@ -230,7 +246,7 @@ class _Builder:
             self.t.write("sys/class/infiniband_mad/abi_version", 5)
             if "rdma_ucm" in self.modules:
                 self.t.write("sys/class/misc/rdma_cm/dev", "10:58")
-                self.t.write("dev/infiniband/rdma_cm", "")
+                self.t.dev_node("dev/infiniband/rdma_cm")
 
     def _node_files(self) -> None:
         if _get(self.host, "kubelet", bool, "host", True):
@@ -391,7 +407,7 @@ class _Builder:
         if noiommu:
             self.t.write(f"{gdir}/name", "vfio-noiommu")
         if f["driver"] == "vfio-pci":
-            self.t.write(f"dev/vfio/{'noiommu-' if noiommu else ''}{group}", "")
+            self.t.dev_node(f"dev/vfio/{'noiommu-' if noiommu else ''}{group}")
 
     def _netdev(self, f: dict, d: str, name: str, phys_port_name: str | None = None) -> None:
         nd = f"{d}/net/{name}"
@@ -439,7 +455,7 @@ class _Builder:
         t.write(f"{ud}/abi_version", 1)
         t.write(f"{ud}/dev", f"231:{192 + u}")
         t.link(f"sys/class/infiniband_verbs/uverbs{u}", ud)
-        t.write(f"dev/infiniband/uverbs{u}", "")
+        t.dev_node(f"dev/infiniband/uverbs{u}")
         gbytes = guid.replace(":", "")
         for number, port in enumerate(f["ports"], start=1):
             pd = f"{rd}/ports/{number}"
@@ -460,7 +476,7 @@ class _Builder:
                 t.write(f"{md}/port", number)
                 t.write(f"{md}/dev", f"231:{minor_base + m}")
                 t.link(f"sys/class/infiniband_mad/{kind}{m}", md)
-                t.write(f"dev/infiniband/{kind}{m}", "")
+                t.dev_node(f"dev/infiniband/{kind}{m}")
             self.counters["mad"] += 1
 
     def _vfs(self, pf: dict, vfs: dict, where: str, pf_bdf: tuple[int, int, int, int]) -> None:
