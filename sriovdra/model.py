@@ -312,7 +312,10 @@ class Inventory:
     rdma_cm: CharDevice | None = None  # host-wide /dev/infiniband/rdma_cm (rdma_ucm loaded)
 
     def __post_init__(self) -> None:
+        # An inventory is a snapshot: discovery builds it once and nothing changes it afterwards,
+        # so the lookups and the device list are computed once (prepare reads them every call).
         self._by_address = {f.address: f for f in self.functions}
+        self._devices: list[DraDevice] | None = None
 
     def function(self, address: str) -> PciFunction | None:
         return self._by_address.get(address)
@@ -332,7 +335,9 @@ class Inventory:
         return link_type(fn, self.parent(fn))
 
     def dra_devices(self) -> list[DraDevice]:
-        return dra_devices(self)
+        if self._devices is None:
+            self._devices = dra_devices(self)
+        return list(self._devices)
 
     def vfio_nodes(self) -> list[str]:
         """The /dev/vfio nodes that vfio-pci bound functions need."""

@@ -80,7 +80,10 @@ class SlicePublisher:
         self._wake.set()
         resp = self._watch_resp
         if resp is not None:
-            resp.shutdown() if hasattr(resp, "shutdown") else resp.close()  # ends the blocked read
+            try:  # ends the blocked read of the watch stream
+                resp.shutdown() if hasattr(resp, "shutdown") else resp.close()
+            except (RuntimeError, OSError):
+                pass  # the watch already ended and released its connection
         for t in self._threads:
             t.join(timeout)
 
@@ -117,7 +120,8 @@ class SlicePublisher:
             except (ApiError, ValueError, OSError) as e:
                 log.debug("slice watch ended: %s", e)
             except Exception as e:  # noqa: BLE001 - a broken watch must not kill the publisher
-                log.warning("slice watch failed: %s", e)
+                if not self._stop.is_set():  # closing it on stop is how it ends
+                    log.warning("slice watch broke, re-watching: %s", e)
             self._stop.wait(1.0)
 
     # one sync

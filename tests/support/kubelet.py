@@ -48,6 +48,25 @@ def _channel(path: str) -> grpc.Channel:
     return grpc.insecure_channel(f"unix://{path}")
 
 
+class _Reused:
+    """The kubelet keeps one connection per plugin: calls reuse a channel per endpoint."""
+
+    channels: dict[str, grpc.Channel] = {}
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __enter__(self) -> grpc.Channel:
+        ch = self.channels.get(self.path)
+        if ch is None:
+            ch = self.channels[self.path] = _channel(self.path)
+        return ch
+
+    def __exit__(self, *exc) -> None:
+        if exc[0] is not None:  # a broken connection (plugin restarted): dial again next time
+            self.channels.pop(self.path, None)
+
+
 class Kubelet:
     def __init__(self, root: str) -> None:
         self.root = root
@@ -89,7 +108,7 @@ class Kubelet:
     def prepare(self, plugin: Plugin, claims: list[tuple[str, str, str]], version: str | None = None,
                 timeout: float = 45):
         pb2, grpc_mod = DRA[version or plugin.dra_version]
-        with _channel(plugin.endpoint) as ch:
+        with _Reused(plugin.endpoint) as ch:
             stub = grpc_mod.DRAPluginStub(ch)
             return stub.NodePrepareResources(pb2.NodePrepareResourcesRequest(
                 claims=[pb2.Claim(namespace=ns, name=name, uid=uid) for ns, name, uid in claims]), timeout=timeout)
@@ -97,7 +116,7 @@ class Kubelet:
     def unprepare(self, plugin: Plugin, claims: list[tuple[str, str, str]], version: str | None = None,
                   timeout: float = 45):
         pb2, grpc_mod = DRA[version or plugin.dra_version]
-        with _channel(plugin.endpoint) as ch:
+        with _Reused(plugin.endpoint) as ch:
             stub = grpc_mod.DRAPluginStub(ch)
             return stub.NodeUnprepareResources(pb2.NodeUnprepareResourcesRequest(
                 claims=[pb2.Claim(namespace=ns, name=name, uid=uid) for ns, name, uid in claims]), timeout=timeout)
