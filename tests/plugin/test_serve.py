@@ -362,3 +362,12 @@ def test_rolling_update_pair_shares_state(make_node):
         n.stop()
         first.send_signal(signal.SIGTERM)
         assert first.wait(timeout=15) == 0
+
+
+def test_vanished_vf_leaves_the_slice_without_a_restart(node):
+    wait(lambda: len(node.api.slices(SRIOV_DRIVER)) == 1, what="slice")
+    os.unlink(os.path.join(node.sysfs, "bus/pci/devices/0000:3b:00.5"))
+    os.unlink(os.path.join(node.sysfs, "bus/pci/devices/0000:3b:00.0/virtfn3"))
+    names = lambda: [d["name"] for d in node.api.slices(SRIOV_DRIVER)[0]["spec"]["devices"]]  # noqa: E731
+    wait(lambda: names() == VF[:3], timeout=10, what="VF gone from the slice")
+    assert node.proc.poll() is None

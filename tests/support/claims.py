@@ -57,3 +57,25 @@ def ref(claim: dict) -> tuple[str, str, str]:
 
 
 __all__ = ["IB_DRIVER", "SEED_IB_CONFIG", "SRIOV_DRIVER", "allocated_claim", "ref", "vf_config"]
+
+
+CLASS_DRIVERS = {VF_CLASS: SRIOV_DRIVER, IB_CLASS: IB_DRIVER}
+
+
+def allocate(claim_spec: dict, name: str, free: dict[str, list[str]], *, pool: str = "node1",
+             namespace: str = "default") -> dict:
+    """What the scheduler makes of a claim spec: each request gets `count` free devices of its
+    DeviceClass's driver; the claim's opaque configs are copied into the allocation."""
+    results = []
+    for req in claim_spec["devices"]["requests"]:
+        exactly = req["exactly"]
+        driver = CLASS_DRIVERS[exactly["deviceClassName"]]
+        for _ in range(exactly.get("count", 1)):
+            results.append({"request": req["name"], "driver": driver, "pool": pool, "device": free[driver].pop(0)})
+    config = [{"source": "FromClaim", "requests": c.get("requests", []), "opaque": c["opaque"]}
+              for c in claim_spec["devices"].get("config", [])]
+    return {"apiVersion": "resource.k8s.io/v1", "kind": "ResourceClaim",
+            "metadata": {"name": name, "namespace": namespace, "uid": str(uuid.uuid4())},
+            "spec": claim_spec,
+            "status": {"allocation": {"devices": {"results": results, "config": config}},
+                       "reservedFor": [{"resource": "pods", "name": f"pod-{name}", "uid": str(uuid.uuid4())}]}}
