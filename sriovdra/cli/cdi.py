@@ -29,15 +29,12 @@ def generate_command(
 ) -> None:
     """Print (or write with --dir) the CDI spec serve would write."""
     from sriovdra import cdi
+    from sriovdra.cli.discover import inventory_or_die
     from sriovdra.config import DECODERS, EMPTY, ConfigError
-    from sriovdra.host.discovery import DiscoveryError, discover
     from sriovdra.model import DRIVERS, SRIOV_DRIVER
 
     paths = host_paths(ctx, host_root, sysfs_root, dev_root)
-    try:
-        inv = discover(paths)
-    except DiscoveryError as e:
-        die(str(e))
+    inv = inventory_or_die(paths)
     by_name = {d.name: d for d in inv.dra_devices()}
     unknown = [n for n in device or [] if n not in by_name]
     if unknown:

@@ -7,6 +7,7 @@ import typer
 from sriovdra.cli.options import DevRoot, HostRoot, Output, OutputFormat, SysfsRoot, host_paths
 from sriovdra.cli.output import die, emit, tabulate, warn
 from sriovdra.host.discovery import DiscoveryError, discover
+from sriovdra.host.paths import HostPaths
 from sriovdra.model import IB_DRIVER, Inventory
 
 SCHEMA_VERSION = 1
@@ -21,16 +22,21 @@ def discover_command(
 ) -> None:
     """Print the node's VFs and InfiniBand ports and their DRA devices."""
     paths = host_paths(ctx, host_root, sysfs_root, dev_root)
-    try:
-        inv = discover(paths)
-    except DiscoveryError as e:
-        die(str(e))
+    inv = inventory_or_die(paths)
     data = {"schemaVersion": SCHEMA_VERSION, "sysfsRoot": paths.sysfs, **inv.to_dict()}
     emit(data, output, lambda: render_table(inv))
     if output == OutputFormat.table and inv.problems:
         warn(f"{len(inv.problems)} sysfs file(s) could not be read; those fields are left out:")
         for p in inv.problems:
             warn(f"  {p}")
+
+
+def inventory_or_die(paths: HostPaths) -> Inventory:
+    """Discover, or exit 2 with the reason (a missing sysfs root is the only fatal case)."""
+    try:
+        return discover(paths)
+    except DiscoveryError as e:
+        die(str(e))
 
 
 def render_table(inv: Inventory) -> str:

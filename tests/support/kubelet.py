@@ -105,21 +105,21 @@ class Kubelet:
                                           timeout=5)
         return plugin
 
+    def _call(self, plugin: Plugin, method: str, claims: list[tuple[str, str, str]], version: str | None,
+              timeout: float):
+        pb2, grpc_mod = DRA[version or plugin.dra_version]
+        request = getattr(pb2, f"{method}Request")(
+            claims=[pb2.Claim(namespace=ns, name=name, uid=uid) for ns, name, uid in claims])
+        with _Reused(plugin.endpoint) as ch:
+            return getattr(grpc_mod.DRAPluginStub(ch), method)(request, timeout=timeout)
+
     def prepare(self, plugin: Plugin, claims: list[tuple[str, str, str]], version: str | None = None,
                 timeout: float = 45):
-        pb2, grpc_mod = DRA[version or plugin.dra_version]
-        with _Reused(plugin.endpoint) as ch:
-            stub = grpc_mod.DRAPluginStub(ch)
-            return stub.NodePrepareResources(pb2.NodePrepareResourcesRequest(
-                claims=[pb2.Claim(namespace=ns, name=name, uid=uid) for ns, name, uid in claims]), timeout=timeout)
+        return self._call(plugin, "NodePrepareResources", claims, version, timeout)
 
     def unprepare(self, plugin: Plugin, claims: list[tuple[str, str, str]], version: str | None = None,
                   timeout: float = 45):
-        pb2, grpc_mod = DRA[version or plugin.dra_version]
-        with _Reused(plugin.endpoint) as ch:
-            stub = grpc_mod.DRAPluginStub(ch)
-            return stub.NodeUnprepareResources(pb2.NodeUnprepareResourcesRequest(
-                claims=[pb2.Claim(namespace=ns, name=name, uid=uid) for ns, name, uid in claims]), timeout=timeout)
+        return self._call(plugin, "NodeUnprepareResources", claims, version, timeout)
 
     def health(self, plugin: Plugin, version: str = "v1", messages: int = 1, timeout: float = 10) -> list:
         pb2, grpc_mod = HEALTH[version]
