@@ -23,6 +23,7 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
+from urllib.parse import quote
 
 from sriovdra.atomicfile import remove, write_atomic
 from sriovdra.config import IbConfig, VfConfig
@@ -151,23 +152,27 @@ def validate(spec: dict) -> list[str]:
 
 
 def spec_file_name(kind: str, claim_uid: str) -> str:
-    """The CDI transient spec name: <vendor>-<class>_<id>.json ('/' in the id becomes '_')."""
+    """The CDI transient spec name, <vendor>-<class>_<id>.json. Characters outside [A-Za-z0-9._-]
+    of the ID are percent-encoded: one-to-one (no two UIDs share a file) and never a path."""
     vendor, _, cls = kind.partition("/")
-    safe = claim_uid.replace("/", "_")
-    if not safe or safe in (".", "..") or "\x00" in safe:
-        raise CdiError(f"claim UID {claim_uid!r} cannot name a spec file")
-    return f"{vendor}-{cls}_{safe}.json"
+    name = f"{vendor}-{cls}_{quote(claim_uid, safe='')}.json"
+    if len(name.encode()) > 255:
+        raise CdiError(f"claim UID {claim_uid[:40]!r}... is too long to name a spec file")
+    return name
 
 
-def write_spec(cdi_dir: str, file_name: str, spec: Spec) -> str:
-    """Validate, then write atomically; returns the path. Runtimes read the dir without locks."""
+def write_spec(cdi_dir: str, file_name: str, spec: Spec) -> dict:
+    """Validate, then write atomically; returns the JSON written. Runtimes read the dir without locks."""
     data = spec.to_json()
+    write_json(cdi_dir, file_name, data)
+    return data
+
+
+def write_json(cdi_dir: str, file_name: str, data: dict) -> None:
     problems = validate(data)
     if problems:
         raise CdiError(f"refusing to write an invalid CDI spec {file_name}: {'; '.join(problems)}")
-    path = os.path.join(cdi_dir, file_name)
-    write_atomic(path, (json.dumps(data, indent=2) + "\n").encode())
-    return path
+    write_atomic(os.path.join(cdi_dir, file_name), (json.dumps(data, indent=2) + "\n").encode())
 
 
 def remove_spec(cdi_dir: str, file_name: str) -> bool:

@@ -48,6 +48,7 @@ class PreparedDevice:
     share_id: str | None = None
     original_driver: str | None = None  # kernel driver to restore after a vfio-pci rebind
     attributes: dict = field(default_factory=dict)  # as published at prepare time (slice stays stable)
+    env_index: int | None = None  # IB_DEVICE_<i> of an InfiniBand port, unique within its pods
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -65,16 +66,18 @@ class ClaimRecord:
     cdi_spec: str | None = None  # spec file name in the CDI dir
     pods: list[str] = field(default_factory=list)  # reservedFor UIDs at prepare time
     updated: float = 0.0
+    spec: dict | None = None  # the CDI spec as written, to write it again when /var/run/cdi was lost
 
     def to_dict(self) -> dict:
         return {"claim": self.claim.to_dict(), "state": self.state, "devices": [d.to_dict() for d in self.devices],
-                "cdiSpec": self.cdi_spec, "pods": list(self.pods), "updated": self.updated}
+                "cdiSpec": self.cdi_spec, "pods": list(self.pods), "updated": self.updated, "spec": self.spec}
 
     @classmethod
     def from_dict(cls, d: dict) -> ClaimRecord:
         return cls(claim=ClaimRef(**d["claim"]), state=d["state"],
                    devices=[PreparedDevice.from_dict(x) for x in d.get("devices", [])],
-                   cdi_spec=d.get("cdiSpec"), pods=list(d.get("pods", [])), updated=d.get("updated", 0.0))
+                   cdi_spec=d.get("cdiSpec"), pods=list(d.get("pods", [])), updated=d.get("updated", 0.0),
+                   spec=d.get("spec"))
 
 
 def _checksum(claims: dict) -> str:
@@ -127,6 +130,14 @@ class CheckpointStore:
             aside = f"{self.path}.corrupt-{time.time_ns()}"
             os.replace(self.path, aside)
             return LoadResult(records={}, problem=f"{self.path}: {e}", set_aside=aside)
+
+    def peek(self) -> dict[str, ClaimRecord]:
+        """The records on disk now, read-only (a bad file reads as empty and stays where it is)."""
+        try:
+            with open(self.path, "rb") as f:
+                return decode(json.loads(f.read()))
+        except (OSError, ValueError, CheckpointError):
+            return {}
 
     def save(self, records: dict[str, ClaimRecord]) -> None:
         write_atomic(self.path, json.dumps(encode(records), indent=1).encode(), mode=0o600, dir_mode=0o700)

@@ -75,33 +75,51 @@ def _get(obj: dict, *path: str):
     return obj
 
 
+def _list(value, where: str) -> list:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise ClaimError(f"{where} is not a list: {type(value).__name__}")
+    return value
+
+
 def parse_allocation(claim_json: dict, ref: ClaimRef, driver: str) -> Allocation:
     """Check the fetched claim is the one the kubelet meant and is allocated; keep our parts."""
+    if not isinstance(claim_json, dict):
+        raise ClaimError(f"claim {ref}: the API server returned {type(claim_json).__name__}, not an object")
     uid = _get(claim_json, "metadata", "uid")
     if uid != ref.uid:
         raise ClaimError(f"claim {ref} has UID {uid}, the kubelet asked for {ref.uid} (the claim was replaced)")
     allocation = _get(claim_json, "status", "allocation")
     if not isinstance(allocation, dict):
         raise ClaimError(f"claim {ref} is not allocated")
+    where = f"claim {ref}: status.allocation.devices"
     results = []
-    for i, r in enumerate(_get(allocation, "devices", "results") or []):
+    for i, r in enumerate(_list(_get(allocation, "devices", "results"), f"{where}.results")):
         if not isinstance(r, dict) or r.get("driver") != driver:
             continue
         missing = [k for k in ("request", "pool", "device") if not isinstance(r.get(k), str) or not r.get(k)]
         if missing:
-            raise ClaimError(f"claim {ref}: status.allocation.devices.results[{i}] has no {', '.join(missing)}")
+            raise ClaimError(f"{where}.results[{i}] has no {', '.join(missing)}")
+        share_id = r.get("shareID")
+        if share_id is not None and not isinstance(share_id, str):
+            raise ClaimError(f"{where}.results[{i}].shareID is not a string: {share_id!r}")
         results.append(Result(request=r["request"], driver=driver, pool=r["pool"], device=r["device"],
-                              admin_access=bool(r.get("adminAccess")), share_id=r.get("shareID")))
+                              admin_access=r.get("adminAccess") is True, share_id=share_id))
     configs = []
-    for i, c in enumerate(_get(allocation, "devices", "config") or []):
+    for i, c in enumerate(_list(_get(allocation, "devices", "config"), f"{where}.config")):
         opaque = c.get("opaque") if isinstance(c, dict) else None
         if not isinstance(opaque, dict) or opaque.get("driver") != driver:
             continue
-        configs.append(OpaqueConfig(source=c.get("source", "FromClaim"), requests=tuple(c.get("requests") or ()),
+        requests = _list(c.get("requests"), f"{where}.config[{i}].requests")
+        if not all(isinstance(x, str) for x in requests):
+            raise ClaimError(f"{where}.config[{i}].requests must be request names, got {requests!r}")
+        configs.append(OpaqueConfig(source=str(c.get("source", "FromClaim")), requests=tuple(requests),
                                     driver=driver, parameters=opaque.get("parameters"), index=i))
     # Class configs first, then claim configs; within a source, the order of the list.
     configs.sort(key=lambda c: (c.source != "FromClass", c.index))
-    reserved = tuple(x for x in (_get(claim_json, "status", "reservedFor") or []) if isinstance(x, dict))
+    reserved = tuple(x for x in _list(_get(claim_json, "status", "reservedFor"), f"claim {ref}: status.reservedFor")
+                     if isinstance(x, dict))
     return Allocation(claim=ref, results=tuple(results), configs=tuple(configs), reserved_for=reserved)
 
 

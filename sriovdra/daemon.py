@@ -64,6 +64,8 @@ class _Plugin:
         problems = self.driver.start()
         self.update(inv)
         self.status.start()
+        for rec in self.driver.prepared():  # a status write may have died with the last process
+            self._prepared(rec)
         self.slices.start()
         self.server.start()
         return problems

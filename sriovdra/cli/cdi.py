@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Annotated, Optional
 
 import typer
@@ -60,8 +61,8 @@ def generate_command(
         spec = cdi.claim_spec(driver, claim_uid, items, inv, dev_file)
         name = cdi.spec_file_name(spec.kind, claim_uid)
         if directory:
-            path = cdi.write_spec(directory, name, spec)
-            typer.echo(path)
+            cdi.write_spec(directory, name, spec)
+            typer.echo(os.path.join(directory, name))
             return
         data = spec.to_json()
     except cdi.CdiError as e:

@@ -77,6 +77,9 @@ def serve_command(
         envvar="SRIOVDRA_POD_UID", help="Per-pod socket names for rolling updates (kubelet >= 1.33).")] = None,
     rescan_interval: Annotated[float, typer.Option(
         envvar="SRIOVDRA_RESCAN_INTERVAL", min=1.0, help="Seconds between inventory rescans.")] = 15.0,
+    health_interval: Annotated[float, typer.Option(
+        envvar="SRIOVDRA_HEALTH_INTERVAL", min=0.1, max=25.0,
+        help="Seconds between health re-sends (the kubelet times a device out after 30).")] = 10.0,
     log_level: Annotated[LogLevel, typer.Option(envvar="SRIOVDRA_LOG_LEVEL")] = LogLevel.info,
     log_format: Annotated[LogFormat, typer.Option(envvar="SRIOVDRA_LOG_FORMAT")] = LogFormat.text,
     host_root: HostRoot = None,
@@ -94,7 +97,7 @@ def serve_command(
     opts = ServeOptions(node_name=node_name, paths=host_paths(ctx, host_root, sysfs_root, dev_root),
                         drivers=_drivers(drivers), kubelet_root_dir=kubelet_root_dir, cdi_dir=cdi_dir,
                         state_dir=state_dir, kubeconfig=kubeconfig, pod_uid=rolling_update_pod_uid,
-                        rescan_seconds=rescan_interval)
+                        rescan_seconds=rescan_interval, health_resend_seconds=health_interval)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -28,9 +28,15 @@ from sriovdra.checkpoint import (
 )
 from sriovdra.claim import Allocation, ClaimError, ClaimRef, Result, config_for, parse_allocation
 from sriovdra.config import IbConfig, VfConfig
-from sriovdra.model import DraDevice, Inventory
+from sriovdra.model import IB_DRIVER, DraDevice, Inventory
 
 log = logging.getLogger(__name__)
+
+
+def _same_devices(rec: ClaimRecord, alloc: Allocation) -> bool:
+    """Is the checkpointed claim still allocated the same way (not reallocated since)?"""
+    return sorted((d.request, d.device) for d in rec.devices) == sorted((r.base_request, r.device)
+                                                                         for r in alloc.results)
 
 
 class ClaimFetchError(Exception):
@@ -94,6 +100,8 @@ class Driver:
                 log.info("claim %s: unprepare was interrupted, finishing it", rec.claim)
                 self._undo(rec)
                 del self.records[uid]
+            else:
+                self._ensure_spec(rec)
         self._save()
         return problems
 
@@ -120,7 +128,8 @@ class Driver:
     # --- prepare -------------------------------------------------------------------------
 
     def prepare(self, refs: list[ClaimRef]) -> dict[str, PrepareOutcome]:
-        """One outcome per claim UID. API reads happen before the lock, as in the Go helper."""
+        """One outcome per claim UID. API reads happen before the lock, as in the Go helper.
+        Each claim succeeds or fails on its own: nothing about one claim fails the others."""
         fetched: dict[str, dict | Exception] = {}
         for ref in refs:
             try:
@@ -128,44 +137,62 @@ class Driver:
             except ClaimFetchError as e:
                 fetched[ref.uid] = e
         out: dict[str, PrepareOutcome] = {}
-        fresh: list[str] = []  # prepared by this call (not repeats): their status gets written
         with self._serialized():
             inv = None
-            ib_index = 0
+            call_indexes: list[int] = []  # IB env indexes handed out in this call
             for ref in refs:
                 got = fetched[ref.uid]
                 if isinstance(got, Exception):
                     out[ref.uid] = PrepareOutcome([], f"claim {ref}: cannot read it from the API server: {got}")
                     continue
-                rec = self.records.get(ref.uid)
-                if rec is not None and rec.state == PREPARED:
-                    out[ref.uid] = PrepareOutcome(rec.devices)  # idempotent: the same devices and CDI IDs
-                    ib_index += len(rec.devices)
-                    continue
-                if inv is None:
-                    inv = self.inventory()
                 try:
-                    out[ref.uid] = PrepareOutcome(self._prepare_one(ref, got, inv, ib_index))
-                    ib_index += len(out[ref.uid].devices)
-                    fresh.append(ref.uid)
+                    alloc = parse_allocation(got, ref, self.s.driver)
+                    rec = self.records.get(ref.uid)
+                    if rec is not None and rec.state == PREPARED and _same_devices(rec, alloc):
+                        self._ensure_spec(rec)  # /var/run/cdi is tmpfs: gone after a reboot
+                        out[ref.uid] = PrepareOutcome(rec.devices)  # the same devices and CDI IDs
+                        continue
+                    if inv is None:
+                        inv = self.inventory()
+                    out[ref.uid] = PrepareOutcome(self._prepare_one(ref, alloc, inv, call_indexes))
                 except (ClaimError, cdi.CdiError, OSError) as e:
                     out[ref.uid] = PrepareOutcome([], str(e))
-        if self.on_prepared:
-            for uid in fresh:
-                self.on_prepared(self.records[uid])
+                except Exception as e:  # noqa: BLE001 - a bug must cost one claim, not the batch
+                    log.exception("claim %s: prepare failed", ref)
+                    out[ref.uid] = PrepareOutcome([], f"claim {ref}: internal error: {type(e).__name__}: {e}")
+            done = [self.records[r.uid] for r in refs if out[r.uid].error is None and r.uid in self.records]
+        if self.on_prepared:  # repeats too: a status write lost with a killed process is redone
+            for rec in done:
+                self.on_prepared(rec)
         return out
 
-    def _prepare_one(self, ref: ClaimRef, claim_json: dict, inv: Inventory, ib_index: int) -> list[PreparedDevice]:
+    def _ensure_spec(self, rec: ClaimRecord) -> None:
+        if rec.cdi_spec and rec.spec and not os.path.exists(os.path.join(self.s.cdi_dir, rec.cdi_spec)):
+            log.info("claim %s: CDI spec %s is missing (reboot?), writing it again", rec.claim, rec.cdi_spec)
+            cdi.write_json(self.s.cdi_dir, rec.cdi_spec, rec.spec)
+
+    def _ib_index_base(self, alloc: Allocation, call_indexes: list[int]) -> int:
+        """IB env indexes (IB_DEVICE_<i>) must not collide inside a pod: continue after the indexes
+        of claims already prepared for the same pods, and of this call's earlier claims."""
+        pods = {str(r.get("uid")) for r in alloc.reserved_for if r.get("uid")}
+        taken = list(call_indexes)
+        for rec in self.records.values():
+            if rec.claim.uid != alloc.claim.uid and pods & set(rec.pods):
+                taken += [d.env_index for d in rec.devices if d.env_index is not None]
+        return max(taken, default=-1) + 1
+
+    def _prepare_one(self, ref: ClaimRef, alloc: Allocation, inv: Inventory,
+                     call_indexes: list[int]) -> list[PreparedDevice]:
         stale = self.records.pop(ref.uid, None)
-        if stale is not None:  # an interrupted earlier attempt
+        if stale is not None:  # an interrupted earlier attempt, or a claim allocated anew
             self._undo(stale)
-        alloc = parse_allocation(claim_json, ref, self.s.driver)
         by_name = {d.name: d for d in inv.dra_devices() if d.driver == self.s.driver}
+        base = self._ib_index_base(alloc, call_indexes) if self.s.driver == IB_DRIVER else None
         planned: list[tuple[PreparedDevice, DraDevice, VfConfig | IbConfig]] = []
-        for result in alloc.results:
+        for i, result in enumerate(alloc.results):
             dev = self._device_for(alloc, result, by_name)
             config = config_for(alloc, result.request)
-            planned.append((self._plan(ref, result, dev, config), dev, config))
+            planned.append((self._plan(ref, result, dev, config, None if base is None else base + i), dev, config))
         spec_name = cdi.spec_file_name(self.kind, ref.uid)
         rec = ClaimRecord(claim=ref, state=PREPARING, devices=[p for p, _, _ in planned], cdi_spec=spec_name,
                           pods=[str(r.get("uid")) for r in alloc.reserved_for if r.get("uid")], updated=time.time())
@@ -174,10 +201,9 @@ class Driver:
             self._save()  # intent first: a crash from here on is rolled back at restart
             faults.point("prepare.after-intent")
             if planned:
-                items = [cdi.SpecItem(dev, config, p.admin_access, ib_index + i)
-                         for i, (p, dev, config) in enumerate(planned)]
-                cdi.write_spec(self.s.cdi_dir, spec_name,
-                               cdi.claim_spec(self.s.driver, ref.uid, items, inv, self.s.dev_file))
+                items = [cdi.SpecItem(dev, config, p.admin_access, p.env_index or 0) for p, dev, config in planned]
+                spec = cdi.claim_spec(self.s.driver, ref.uid, items, inv, self.s.dev_file)
+                rec.spec = cdi.write_spec(self.s.cdi_dir, spec_name, spec)
             faults.point("prepare.after-cdi")
             rec.state = PREPARED
             rec.updated = time.time()
@@ -190,6 +216,7 @@ class Driver:
             except OSError as e:
                 log.error("claim %s: rollback could not be checkpointed: %s", ref, e)
             raise
+        call_indexes += [p.env_index for p in rec.devices if p.env_index is not None]
         return rec.devices
 
     def _device_for(self, alloc: Allocation, result: Result, by_name: dict[str, DraDevice]) -> DraDevice:
@@ -210,12 +237,13 @@ class Driver:
                                          f"(uid {other.claim.uid}); a device serves one claim at a time")
         return dev
 
-    def _plan(self, ref: ClaimRef, result: Result, dev: DraDevice, config: VfConfig | IbConfig) -> PreparedDevice:
+    def _plan(self, ref: ClaimRef, result: Result, dev: DraDevice, config: VfConfig | IbConfig,
+              env_index: int | None) -> PreparedDevice:
         return PreparedDevice(
             request=result.base_request, pool=result.pool, device=dev.name, pci_address=dev.pci_address,
             cdi_ids=[f"{self.kind}={cdi.device_name(dev, ref.uid)}"], config=config.to_dict(), port=dev.port,
             rdma_device=dev.rdma_device, netdev=dev.netdev, admin_access=result.admin_access,
-            share_id=result.share_id, attributes=dict(dev.attributes))
+            share_id=result.share_id, attributes=dict(dev.attributes), env_index=env_index)
 
     # --- unprepare -----------------------------------------------------------------------
 
@@ -229,13 +257,21 @@ class Driver:
                     out[ref.uid] = None
                 except (OSError, cdi.CdiError) as e:
                     out[ref.uid] = f"claim {ref}: unprepare failed: {e}"
+                except Exception as e:  # noqa: BLE001 - a bug must cost one claim, not the batch
+                    log.exception("claim %s: unprepare failed", ref)
+                    out[ref.uid] = f"claim {ref}: internal error: {type(e).__name__}: {e}"
         return out
 
     def _unprepare_one(self, ref: ClaimRef) -> None:
         rec = self.records.get(ref.uid)
         if rec is None:
-            # Unknown (or lost with a corrupt checkpoint): the spec name derives from the UID.
-            cdi.remove_spec(self.s.cdi_dir, cdi.spec_file_name(self.kind, ref.uid))
+            # Unknown (or lost with a corrupt checkpoint): the spec name derives from the UID, and
+            # the encoding is one-to-one, so this can only be that claim's spec.
+            try:
+                name = cdi.spec_file_name(self.kind, ref.uid)
+            except cdi.CdiError:
+                return  # no file could ever have been written for such a UID
+            cdi.remove_spec(self.s.cdi_dir, name)
             return
         rec.state = UNPREPARING
         rec.updated = time.time()
@@ -259,9 +295,13 @@ class Driver:
     def published(self, inv: Inventory) -> list[DraDevice]:
         """What to publish: the inventory's devices, with prepared devices as they were at prepare
         time (a VF moved into a pod loses its netdev and RDMA device from the node's view; its
-        slice entry must not change or vanish while it is in use)."""
+        slice entry must not change or vanish while it is in use). A rolling-update pair reads
+        the shared checkpoint so that both publish the same slices."""
         devices = {d.name: d for d in inv.dra_devices() if d.driver == self.s.driver}
-        for rec in self.prepared():
+        records = self.prepared()
+        if self.s.serialize_lock is not None:
+            records = [r for r in self.store.peek().values() if r.state == PREPARED]
+        for rec in records:
             for p in rec.devices:
                 if p.attributes:
                     devices[p.device] = DraDevice(driver=self.s.driver, name=p.device, attributes=p.attributes,

@@ -135,10 +135,9 @@ class SlicePublisher:
                 return []
         return [{"apiVersion": "v1", "kind": "Node", "name": self.node, "uid": self._node_uid, "controller": True}]
 
-    def _slice(self, name_or_prefix: str, devices: list[dict], generation: int, count: int,
+    def _slice(self, name_or_prefix: str, devices: list[dict], generation: int, count: int, owner: list[dict],
                existing: dict | None = None) -> dict:
         metadata = dict(existing["metadata"]) if existing else {"generateName": name_or_prefix}
-        owner = self._owner()
         if owner:
             metadata["ownerReferences"] = owner
         return {"apiVersion": "resource.k8s.io/v1", "kind": "ResourceSlice", "metadata": metadata,
@@ -150,6 +149,7 @@ class SlicePublisher:
 
     def sync(self, devices: list[DraDevice]) -> None:
         desired = split(devices, self.max_devices)
+        owner = self._owner()
         existing = [s for s in self.list_slices() if s.get("spec", {}).get("pool", {}).get("name") == self.node]
         top = max((s["spec"]["pool"].get("generation", 0) for s in existing), default=0)
         matched: dict[int, dict] = {}
@@ -161,8 +161,10 @@ class SlicePublisher:
                 matched[index] = s
             else:
                 obsolete.append(s)
+        # A slice written while the Node was unreadable gets its owner once the Node is known.
         changed = [i for i, s in matched.items() if s["spec"].get("devices", []) != desired[i]
-                   or s["spec"]["pool"].get("resourceSliceCount") != len(desired)]
+                   or s["spec"]["pool"].get("resourceSliceCount") != len(desired)
+                   or (owner and s["metadata"].get("ownerReferences") != owner)]
         missing = [i for i in range(len(desired)) if i not in matched]
         bump = bool(existing) and (bool(obsolete) or bool(missing) or len(changed) > 1)
         generation = top + 1 if bump else top
@@ -170,11 +172,11 @@ class SlicePublisher:
             self._delete(s)
         for i, s in matched.items():
             if bump or i in changed:
-                body = self._slice("", desired[i], generation, len(desired), existing=s)
+                body = self._slice("", desired[i], generation, len(desired), owner, existing=s)
                 call(self.api.replace_resource_slice, s["metadata"]["name"], body, field_manager=FIELD_MANAGER)
         for i in missing:
             prefix = f"{slice_prefix(i, len(desired))}-{self.driver}-{self.node}-"
-            call(self.api.create_resource_slice, self._slice(prefix, desired[i], generation, len(desired)),
+            call(self.api.create_resource_slice, self._slice(prefix, desired[i], generation, len(desired), owner),
                  field_manager=FIELD_MANAGER)
         if obsolete or missing or changed or bump:
             log.info("%s: pool %s generation %d, %d slice(s), %d device(s)", self.driver, self.node, generation,

@@ -70,12 +70,11 @@ def plugin_sockets(kubelet_root: str, driver: str, pod_uid: str | None = None) -
                                 os.path.join(plugin_dir, "dra.sock"), plugin_dir)
     else:
         reg = os.path.join(registry, f"{driver}-{pod_uid}-reg.sock")
-        if len(reg) > MAX_SOCKET_PATH:  # the helper's fallbacks, shortest last
-            digest = base64.urlsafe_b64encode(hashlib.sha256(pod_uid.encode()).digest()).rstrip(b"=").decode()
-            reg = os.path.join(registry, f"{driver}-{digest[:11]}-reg.sock")
+        if len(reg) > MAX_SOCKET_PATH:  # the helper's fallbacks: 8, then 16 hash bytes, unpadded base64url
+            short = _b64(hashlib.sha256(pod_uid.encode()).digest()[:8])
+            reg = os.path.join(registry, f"{driver}-{short}-reg.sock")
             if len(reg) > MAX_SOCKET_PATH:
-                both = hashlib.sha256(f"{driver}\x00{pod_uid}".encode()).digest()
-                short = base64.urlsafe_b64encode(both).rstrip(b"=").decode()[:22]
+                short = _b64(hashlib.sha256(f"{driver}\x00{pod_uid}".encode()).digest()[:16])
                 reg = os.path.join(registry, f"dra-{short}-reg.sock")
         sockets = PluginSockets(reg, os.path.join(plugin_dir, f"dra-{pod_uid}.sock"), plugin_dir,
                                 serialize_lock=os.path.join(plugin_dir, "serialize.lock"))
@@ -84,6 +83,10 @@ def plugin_sockets(kubelet_root: str, driver: str, pod_uid: str | None = None) -
             raise SocketPathError(f"socket path {path} is {len(path.encode())} bytes, the limit is {MAX_SOCKET_PATH}: "
                                   "use a shorter --kubelet-root-dir")
     return sockets
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
 # --- DRA node service ------------------------------------------------------------------------
@@ -140,6 +143,7 @@ class HealthBoard:
         self._cond = threading.Condition()
         self._devices: list[DeviceHealth] = []
         self._version = 0
+        self._wakes = 0
         self._closed = False
 
     def update(self, devices: list[DeviceHealth]) -> None:
@@ -154,20 +158,44 @@ class HealthBoard:
             self._closed = True
             self._cond.notify_all()
 
-    def wait(self, seen: int, timeout: float) -> tuple[int, list[DeviceHealth], bool]:
+    def wake(self) -> None:
+        """Let waiting streams re-check their RPC (called when a stream is cancelled)."""
         with self._cond:
-            self._cond.wait_for(lambda: self._version != seen or self._closed, timeout)
-            return self._version, list(self._devices), self._closed
+            self._wakes += 1
+            self._cond.notify_all()
+
+    def wait(self, seen: int, timeout: float) -> tuple[int, list[DeviceHealth], bool, bool]:
+        """(version, devices, closed, woken): woken means only a wake() ended the wait."""
+        with self._cond:
+            wakes = self._wakes
+            self._cond.wait_for(lambda: self._version != seen or self._closed or self._wakes != wakes, timeout)
+            woken = self._wakes != wakes and self._version == seen and not self._closed
+            return self._version, list(self._devices), self._closed, woken
 
 
-def _health_servicer(board: HealthBoard, pb2, base: type, resend: float):
+MAX_HEALTH_STREAMS = 4  # the kubelet keeps one; each holds a worker thread for its lifetime
+
+
+def _health_servicer(board: HealthBoard, pb2, base: type, resend: float, streams: threading.Semaphore):
     class Servicer(base):
         def NodeWatchResources(self, request, context):
+            if not streams.acquire(blocking=False):
+                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                              f"at most {MAX_HEALTH_STREAMS} health streams at once (the kubelet needs one)")
+            try:
+                context.add_callback(board.wake)
+                yield from self._stream(context)
+            finally:
+                streams.release()
+
+        def _stream(self, context):
             seen = -1
             while context.is_active():
-                seen, devices, closed = board.wait(seen, resend if seen >= 0 else 0)
+                seen, devices, closed, woken = board.wait(seen, resend if seen >= 0 else 0)
                 if closed:
                     return
+                if woken:
+                    continue  # some stream was cancelled: re-check ours
                 now = int(time.time())
                 yield pb2.NodeWatchResourcesResponse(devices=[
                     pb2.DeviceHealth(device=pb2.DeviceIdentifier(pool_name=board.pool, device_name=d.device),
@@ -204,17 +232,20 @@ class PluginServer:
         self.driver, self.sockets, self.board = driver, sockets, board
         self.registered = threading.Event()
         self.registration_error = ""
-        self._dra = grpc.server(futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="dra"))
+        # Health streams each hold a thread; the cap keeps `workers - MAX_HEALTH_STREAMS` for prepare.
+        self._dra = grpc.server(futures.ThreadPoolExecutor(max_workers=workers + MAX_HEALTH_STREAMS,
+                                                           thread_name_prefix="dra"))
+        streams = threading.Semaphore(MAX_HEALTH_STREAMS)
         dra_v1_pb2_grpc.add_DRAPluginServicer_to_server(
             _dra_servicer(driver, dra_v1_pb2, dra_v1_pb2_grpc.DRAPluginServicer), self._dra)
         dra_v1beta1_pb2_grpc.add_DRAPluginServicer_to_server(
             _dra_servicer(driver, dra_v1beta1_pb2, dra_v1beta1_pb2_grpc.DRAPluginServicer), self._dra)
         health_v1_pb2_grpc.add_DRAResourceHealthServicer_to_server(
-            _health_servicer(board, health_v1_pb2, health_v1_pb2_grpc.DRAResourceHealthServicer, health_resend),
-            self._dra)
+            _health_servicer(board, health_v1_pb2, health_v1_pb2_grpc.DRAResourceHealthServicer, health_resend,
+                             streams), self._dra)
         health_v1alpha1_pb2_grpc.add_DRAResourceHealthServicer_to_server(
             _health_servicer(board, health_v1alpha1_pb2, health_v1alpha1_pb2_grpc.DRAResourceHealthServicer,
-                             health_resend), self._dra)
+                             health_resend, streams), self._dra)
         self._reg = grpc.server(futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="reg"))
         pluginregistration_pb2_grpc.add_RegistrationServicer_to_server(
             _Registration(driver.s.driver, sockets.dra, self._on_status), self._reg)

@@ -38,6 +38,7 @@ class Node:
         return [sys.executable, "-m", "sriovdra", "serve", "--node-name", NODE, "--kubeconfig", self.kubeconfig,
                 "--kubelet-root-dir", self.kubelet_root, "--cdi-dir", self.cdi_dir, "--state-dir", self.state_dir,
                 "--sysfs-root", self.sysfs, "--dev-root", self.dev, "--rescan-interval", "1",
+                "--health-interval", "0.5",
                 "--log-level", "debug", *extra]
 
     def start(self, *extra: str, sockets: int = 1, env: dict | None = None) -> None:

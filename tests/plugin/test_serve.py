@@ -371,3 +371,115 @@ def test_vanished_vf_leaves_the_slice_without_a_restart(node):
     names = lambda: [d["name"] for d in node.api.slices(SRIOV_DRIVER)[0]["spec"]["devices"]]  # noqa: E731
     wait(lambda: names() == VF[:3], timeout=10, what="VF gone from the slice")
     assert node.proc.poll() is None
+
+
+# --- review findings -----------------------------------------------------------------------------
+
+
+def test_lost_cdi_spec_is_written_again_on_repeat_prepare_and_at_start(node):
+    """/var/run/cdi is tmpfs: after a reboot the checkpoint remains and the kubelet re-prepares."""
+    plugin = node.plugins()[SRIOV_DRIVER]
+    claim = node.api.add_claim(allocated_claim("c1", VF[:1]))
+    uid = claim["metadata"]["uid"]
+    first = node.kubelet.prepare(plugin, [ref(claim)])
+    path = os.path.join(node.cdi_dir, f"{SRIOV_DRIVER}-vf_{uid}.json")
+    content = open(path).read()
+    os.unlink(path)
+    assert node.kubelet.prepare(plugin, [ref(claim)]) == first
+    assert open(path).read() == content
+    node.stop()
+    os.unlink(path)
+    node.start(sockets=2)
+    assert open(path).read() == content  # restored at start already
+
+
+def test_repeat_prepare_checks_the_claim_again(node):
+    plugin = node.plugins()[SRIOV_DRIVER]
+    claim = node.api.add_claim(allocated_claim("c1", VF[:1]))
+    assert node.kubelet.prepare(plugin, [ref(claim)]).claims[claim["metadata"]["uid"]].error == ""
+    node.api.delete_claim("default", "c1")
+    node.api.add_claim(allocated_claim("c1", VF[:1]))  # same name, new UID
+    error = node.kubelet.prepare(plugin, [ref(claim)]).claims[claim["metadata"]["uid"]].error
+    assert "was replaced" in error
+
+
+def test_one_malformed_claim_does_not_fail_the_batch(node):
+    plugin = node.plugins()[SRIOV_DRIVER]
+    good = node.api.add_claim(allocated_claim("good", VF[:1]))
+    bad = allocated_claim("bad", VF[1:2])
+    bad["status"]["allocation"]["devices"]["results"] = 7
+    bad = node.api.add_claim(bad)
+    resp = node.kubelet.prepare(plugin, [ref(bad), ref(good)])
+    assert "status.allocation.devices.results is not a list" in resp.claims[bad["metadata"]["uid"]].error
+    assert resp.claims[good["metadata"]["uid"]].error == ""
+    wait(lambda: node.api.claim("default", "good")["status"].get("devices"), what="status of the good claim")
+
+
+def test_status_writes_never_block_prepare(node):
+    plugin = node.plugins()[SRIOV_DRIVER]
+    node.api.inject("PUT", "/resourceclaims/c1/status", status=0, delay=3.0)
+    claim = node.api.add_claim(allocated_claim("c1", VF[:1]))
+    assert node.kubelet.prepare(plugin, [ref(claim)]).claims[claim["metadata"]["uid"]].error == ""
+    assert not node.api.claim("default", "c1")["status"].get("devices")  # still being written
+    wait(lambda: node.api.claim("default", "c1")["status"].get("devices"), what="the delayed status")
+
+
+def test_base_request_names_and_share_id(node):
+    plugin = node.plugins()[SRIOV_DRIVER]
+    claim = allocated_claim("c1", VF[:1])
+    share = "9f1c2d3e-aaaa-4bbb-8ccc-1234567890ab"
+    claim["status"]["allocation"]["devices"]["results"][0].update(request="vf/fast", shareID=share)
+    claim = node.api.add_claim(claim)
+    uid = claim["metadata"]["uid"]
+    [dev] = node.kubelet.prepare(plugin, [ref(claim)], version="v1").claims[uid].devices
+    assert list(dev.request_names) == ["vf"] and dev.share_id == share
+    [old] = node.kubelet.prepare(plugin, [ref(claim)], version="v1beta1").claims[uid].devices
+    assert list(old.request_names) == ["vf"] and "share_id" not in old.DESCRIPTOR.fields_by_name
+
+
+def test_ib_env_indexes_stay_unique_within_a_pod_across_calls(node):
+    plugin = node.plugins()[IB_DRIVER]
+    a = node.api.add_claim(allocated_claim("a", ["ib-0000-5e-00-1-p1"], driver=IB_DRIVER, request="ib",
+                                           pod_uid="pod-p"))
+    b = node.api.add_claim(allocated_claim("b", ["ib-0000-5e-00-2-p1"], driver=IB_DRIVER, request="ib",
+                                           pod_uid="pod-p"))
+    node.kubelet.prepare(plugin, [ref(a)])
+    node.kubelet.prepare(plugin, [ref(b)])  # a retry, in a later call, for the same pod
+    env = json.load(open(os.path.join(node.cdi_dir, f"{IB_DRIVER}-port_{b['metadata']['uid']}.json")))
+    assert "IB_DEVICE_1=ib-0000-5e-00-2-p1" in env["devices"][0]["containerEdits"]["env"]
+
+
+def test_health_heartbeat_and_stream_cap(node):
+    plugin = node.plugins()[SRIOV_DRIVER]
+    msgs = node.kubelet.health(plugin, "v1", messages=2)  # the second comes without any change
+    assert len(msgs) == 2 and msgs[1].devices[0].last_updated_time >= msgs[0].devices[0].last_updated_time
+    channels, streams = [], []
+    from sriovdra.plugin.proto import health_v1_pb2, health_v1_pb2_grpc
+
+    for _ in range(4):
+        ch = grpc.insecure_channel(f"unix://{plugin.endpoint}")
+        s = health_v1_pb2_grpc.DRAResourceHealthStub(ch).NodeWatchResources(
+            health_v1_pb2.NodeWatchResourcesRequest())
+        next(s)
+        channels.append(ch)
+        streams.append(s)
+    with pytest.raises(grpc.RpcError) as e:
+        node.kubelet.health(plugin, "v1")
+    assert e.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    claim = node.api.add_claim(allocated_claim("c1", VF[:1]))
+    assert node.kubelet.prepare(plugin, [ref(claim)]).claims[claim["metadata"]["uid"]].error == ""
+    for s in streams:
+        s.cancel()
+    for ch in channels:
+        ch.close()
+    assert len(node.kubelet.health(plugin, "v1", messages=1)) == 1  # the slots come back
+
+
+def test_unknown_claims_with_odd_uids_unprepare_cleanly(node):
+    plugin = node.plugins()[SRIOV_DRIVER]
+    keep = node.api.add_claim(allocated_claim("a_b", VF[:1], uid="a_b"))
+    node.kubelet.prepare(plugin, [ref(keep)])
+    odd = [("default", "x", u) for u in (".", "..", "a/b", "../../etc/passwd", "x" * 300)]
+    resp = node.kubelet.unprepare(plugin, odd)
+    assert all(resp.claims[u].error == "" for _, _, u in odd)
+    assert os.path.exists(os.path.join(node.cdi_dir, f"{SRIOV_DRIVER}-vf_a_b.json"))  # "a/b" is another claim

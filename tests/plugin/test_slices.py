@@ -68,9 +68,14 @@ def test_owner_reference_and_missing_node(api):
     SlicePublisher(client, SRIOV_DRIVER, "node1").sync(devices(1))
     [s] = server.slices()
     assert s["metadata"]["ownerReferences"][0]["uid"] == server.store.nodes["node1"]["metadata"]["uid"]
-    SlicePublisher(client, SRIOV_DRIVER, "ghost").sync(devices(1))
+    ghost_pub = SlicePublisher(client, SRIOV_DRIVER, "ghost")
+    ghost_pub.sync(devices(1))
     ghost = [s for s in server.slices() if s["spec"]["nodeName"] == "ghost"]
     assert "ownerReferences" not in ghost[0]["metadata"]
+    node = server.add_node("ghost")  # readable later: the next sync adds the owner
+    ghost_pub.sync(devices(1))
+    ghost = [s for s in server.slices() if s["spec"]["nodeName"] == "ghost"]
+    assert ghost[0]["metadata"]["ownerReferences"][0]["uid"] == node["metadata"]["uid"]
 
 
 def test_conflicts_and_server_errors_surface_and_the_next_sync_converges(api):

@@ -39,16 +39,22 @@ def test_validate_catches_what_runtimes_reject():
     assert cdi.validate({"cdiVersion": "9.9.9", **_spec()}) == ["cdiVersion '9.9.9' is unknown"]
 
 
-def test_spec_file_names_are_the_cdi_transient_names():
-    assert cdi.spec_file_name("ib.sigs.k8s.io/port", "abc/def") == "ib.sigs.k8s.io-port_abc_def.json"
-    with pytest.raises(cdi.CdiError):
-        cdi.spec_file_name("a.io/b", "..")
+def test_spec_file_names_are_one_to_one_and_never_paths():
+    uid = "0b4e5f2c-8f1a-4c3e-9d2b-5a6f7e8d9c0b"
+    assert cdi.spec_file_name("ib.sigs.k8s.io/port", uid) == f"ib.sigs.k8s.io-port_{uid}.json"
+    hostile = ["a/b", "a_b", "a%2Fb", "..", ".", "../../etc/passwd", "a\x00b", ""]
+    names = [cdi.spec_file_name("a.io/b", u) for u in hostile]
+    assert len(set(names)) == len(hostile)  # a/b and a_b no longer share a file
+    assert all("/" not in n and "\x00" not in n for n in names)
+    with pytest.raises(cdi.CdiError, match="too long"):
+        cdi.spec_file_name("a.io/b", "x" * 300)
 
 
 def test_write_is_atomic_and_refuses_invalid_specs(tmp_path):
     spec = cdi.Spec("sriovnetwork.openshift.io/vf", [cdi.CdiDevice("vf-1-u", cdi.Edits(env=["A=1"]))])
-    path = cdi.write_spec(str(tmp_path), "x.json", spec)
-    assert json.load(open(path))["cdiVersion"] == "0.3.0"
+    data = cdi.write_spec(str(tmp_path), "x.json", spec)
+    path = tmp_path / "x.json"
+    assert json.load(open(path)) == data and data["cdiVersion"] == "0.3.0"
     assert oct(os.stat(path).st_mode & 0o777) == "0o644"
     assert os.listdir(tmp_path) == ["x.json"]  # no temp files left
     with pytest.raises(cdi.CdiError, match="empty containerEdits"):

@@ -25,7 +25,7 @@ def test_round_trip(tmp_path):
 def test_corrupt_truncated_and_foreign_files_are_set_aside(tmp_path):
     path = tmp_path / "cp.json"
     good = json.dumps(encode(_records()))
-    for content, problem in [(good[: len(good) // 2], "Expecting"), ("[]", "not a JSON object"),
+    for content, problem in [(good[: len(good) // 2], "cp.json: "), ("[]", "not a JSON object"),
                              (good.replace('"mtu": 9000', '"mtu": 1500'), "checksum mismatch"),
                              (good.replace('"version": 1', '"version": 9'), "version 9, this driver reads version 1")]:
         path.write_text(content)
@@ -39,3 +39,20 @@ def test_corrupt_truncated_and_foreign_files_are_set_aside(tmp_path):
 def test_missing_file_is_an_empty_state(tmp_path):
     loaded = CheckpointStore(str(tmp_path / "none.json")).load()
     assert loaded.records == {} and loaded.problem is None
+
+
+def test_rolling_update_twin_publishes_what_the_other_prepared(tmp_path, demo_inventories):
+    """Both instances of a rolling-update pair must publish the same slices: published() reads
+    the shared checkpoint, not only the records this process last loaded."""
+    from sriovdra.driver.core import Driver, DriverSettings
+
+    inv = demo_inventories["ethernet-baremetal"]
+    settings = DriverSettings("sriovnetwork.openshift.io", "node1", str(tmp_path / "cdi"), str(tmp_path / "cp.json"),
+                              lambda p: p, serialize_lock=str(tmp_path / "serialize.lock"))
+    twin = Driver(settings, lambda: inv, claims=None)
+    snapshot = dict(inv.dra_devices()[0].attributes, rdmaCapable=True, frozen=1)
+    dev = PreparedDevice("vf", "node1", inv.dra_devices()[0].name, "0000:3b:00.2", ["k/vf=x"], {},
+                         attributes=snapshot)
+    CheckpointStore(settings.checkpoint_path).save({"u1": ClaimRecord(ClaimRef("d", "c", "u1"), PREPARED, [dev])})
+    published = {d.name: d for d in twin.published(inv)}
+    assert published[dev.device].attributes["frozen"] == 1
