@@ -33,6 +33,7 @@ class Node:
     kubeconfig: str
     proc: subprocess.Popen | None = None
     log_path: str = ""
+    expected: int = 1  # plugins serve registers
 
     def serve_args(self, *extra: str) -> list[str]:
         return [sys.executable, "-m", "sriovdra", "serve", "--node-name", NODE, "--kubeconfig", self.kubeconfig,
@@ -46,6 +47,7 @@ class Node:
         env = {**{k: v for k, v in os.environ.items() if not k.startswith(("SRIOVDRA_", "KUBECONFIG", "NODE_NAME"))},
                **(env or {})}
         self.proc = subprocess.Popen(self.serve_args(*extra), stdout=log, stderr=log, env=env)
+        self.expected = sockets
         self.kubelet.wait_for_sockets(sockets, proc=self.proc)
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
@@ -63,11 +65,15 @@ class Node:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                return {p.name: p for p in (self.kubelet.register(s) for s in self.kubelet.sockets())}
-            except grpc.RpcError:
-                if time.monotonic() > deadline or (self.proc is not None and self.proc.poll() is not None):
-                    raise
-                time.sleep(0.05)
+                plugins = {p.name: p for p in (self.kubelet.register(s) for s in self.kubelet.sockets())}
+                if len(plugins) >= self.expected:
+                    return plugins
+                error = AssertionError(f"only {sorted(plugins)} registered, expected {self.expected}")
+            except grpc.RpcError as e:  # stale sockets of a killed instance, or not listening yet
+                error = e
+            if time.monotonic() > deadline or (self.proc is not None and self.proc.poll() is not None):
+                raise error
+            time.sleep(0.05)
 
     def log(self) -> str:
         with open(self.log_path, errors="replace") as f:
