@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite: install sriovdra with its test extras into .venv, the container runtime
-# the runtime tier uses (podman + runc from Debian, when root with apt), then run pytest.
+# the runtime tier uses (podman + runc from Debian, when root with apt), then run pytest; the
+# apiserver tier builds etcd + dra-test-apiserver from Debian sid on first use
+# (hack/apiserver/build.sh, cached in ~/.cache/sriovdra; 5-15 min once on a new machine).
 # Extra arguments go to pytest (e.g. hack/test.sh -k discover -x).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/venv.sh"

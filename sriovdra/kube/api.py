@@ -78,7 +78,12 @@ def get_path(api_client, path: str) -> dict:
         resp.read()
     except (HTTPError, OSError) as e:
         raise ApiError(f"GET {path}: API server unreachable: {e}") from None
-    body = json.loads(resp.data or b"{}") if resp.data else {}
+    try:
+        body = json.loads(resp.data) if resp.data else {}
+    except ValueError:
+        body = {}  # an error page that is not JSON
+    if not isinstance(body, dict):
+        body = {}
     if not 200 <= resp.status <= 299:
         raise ApiError(f"GET {path}: HTTP {resp.status} {body.get('reason', '')}: {body.get('message', '')}",
                        resp.status, body.get("reason", ""))
