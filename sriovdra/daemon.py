@@ -56,16 +56,17 @@ class _Plugin:
         self.server = PluginServer(self.driver, sockets, self.board, health_resend=o.health_resend_seconds)
         self.slices = SlicePublisher(svc.api_client, driver_name, o.node_name)
 
-    def _prepared(self, rec) -> None:
+    def _prepared(self, rec, fresh: bool = True) -> None:
+        """Write the claim's status: always for a fresh prepare, once per process for repeats."""
         self.status.enqueue(rec.claim, [ready_entry(self.driver.s.driver, d.pool, d.device, {"config": d.config},
-                                                    d.share_id) for d in rec.devices])
+                                                    d.share_id) for d in rec.devices], once=not fresh)
 
     def start(self, inv: Inventory) -> list[str]:
         problems = self.driver.start()
         self.update(inv)
         self.status.start()
         for rec in self.driver.prepared():  # a status write may have died with the last process
-            self._prepared(rec)
+            self._prepared(rec, fresh=False)
         self.slices.start()
         self.server.start()
         return problems

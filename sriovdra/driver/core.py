@@ -65,7 +65,7 @@ class PrepareOutcome:
 
 class Driver:
     def __init__(self, settings: DriverSettings, inventory: Callable[[], Inventory], claims: ClaimSource,
-                 on_prepared: Callable[[ClaimRecord], None] | None = None) -> None:
+                 on_prepared: Callable[[ClaimRecord, bool], None] | None = None) -> None:
         self.s = settings
         self.kind = cdi.CDI_KINDS[settings.driver]
         self.inventory = inventory
@@ -137,6 +137,7 @@ class Driver:
             except ClaimFetchError as e:
                 fetched[ref.uid] = e
         out: dict[str, PrepareOutcome] = {}
+        repeats: set[str] = set()
         with self._serialized():
             inv = None
             call_indexes: list[int] = []  # IB env indexes handed out in this call
@@ -151,6 +152,7 @@ class Driver:
                     if rec is not None and rec.state == PREPARED and _same_devices(rec, alloc):
                         self._ensure_spec(rec)  # /var/run/cdi is tmpfs: gone after a reboot
                         out[ref.uid] = PrepareOutcome(rec.devices)  # the same devices and CDI IDs
+                        repeats.add(ref.uid)
                         continue
                     if inv is None:
                         inv = self.inventory()
@@ -163,7 +165,7 @@ class Driver:
             done = [self.records[r.uid] for r in refs if out[r.uid].error is None and r.uid in self.records]
         if self.on_prepared:  # repeats too: a status write lost with a killed process is redone
             for rec in done:
-                self.on_prepared(rec)
+                self.on_prepared(rec, rec.claim.uid not in repeats)
         return out
 
     def _ensure_spec(self, rec: ClaimRecord) -> None:

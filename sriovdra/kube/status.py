@@ -53,6 +53,7 @@ class ClaimStatusWriter:
         self._thread = threading.Thread(target=self._run, name=f"claim-status-{driver}", daemon=True)
         self.written = 0
         self.dropped = 0
+        self._done: set[str] = set()  # claim UIDs whose status this process has written
 
     def start(self) -> None:
         self._thread.start()
@@ -62,7 +63,10 @@ class ClaimStatusWriter:
         if self._thread.is_alive():
             self._thread.join(timeout)
 
-    def enqueue(self, claim: ClaimRef, entries: list[dict]) -> None:
+    def enqueue(self, claim: ClaimRef, entries: list[dict], once: bool = False) -> None:
+        """once: skip if this process already wrote this claim's status (a repeated prepare)."""
+        if once and claim.uid in self._done:
+            return
         self._queue.put((claim, entries))
 
     def idle(self) -> bool:
@@ -92,6 +96,7 @@ class ClaimStatusWriter:
                 call(self.api.replace_namespaced_resource_claim_status, claim.name, claim.namespace, current,
                      field_manager=FIELD_MANAGER)
                 self.written += 1
+                self._done.add(claim.uid)
                 return
             except ApiError as e:
                 if e.status == 409:
