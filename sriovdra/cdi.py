@@ -45,7 +45,7 @@ class CdiError(Exception):
 @dataclass(frozen=True)
 class DeviceNode:
     path: str  # inside the container
-    host_path: str | None = None  # where it is on the host, when that differs (fake /dev roots)
+    host_path: str | None = None  # where it is on the host; written only when it differs (fake /dev roots)
     type: str = "c"
 
     def to_json(self) -> dict:

@@ -119,24 +119,20 @@ class CheckpointStore:
         self.path = path
 
     def load(self) -> LoadResult:
-        try:
-            with open(self.path, "rb") as f:
-                raw = f.read()
-        except FileNotFoundError:
+        """The records; a bad file is moved aside (and reported) so that the next save starts clean."""
+        if not os.path.exists(self.path):
             return LoadResult(records={})
-        try:
-            return LoadResult(records=decode(json.loads(raw)))
-        except (ValueError, CheckpointError) as e:
-            aside = f"{self.path}.corrupt-{time.time_ns()}"
-            os.replace(self.path, aside)
-            return LoadResult(records={}, problem=f"{self.path}: {e}", set_aside=aside)
+        loaded = read_only(self.path)
+        if loaded.problem:
+            loaded.set_aside = f"{self.path}.corrupt-{time.time_ns()}"
+            os.replace(self.path, loaded.set_aside)
+        return loaded
 
     def peek(self) -> dict[str, ClaimRecord]:
         """The records on disk now, read-only (a bad file reads as empty and stays where it is)."""
         try:
-            with open(self.path, "rb") as f:
-                return decode(json.loads(f.read()))
-        except (OSError, ValueError, CheckpointError):
+            return read_only(self.path).records
+        except CheckpointError:
             return {}
 
     def save(self, records: dict[str, ClaimRecord]) -> None:

@@ -49,7 +49,7 @@ class _Plugin:
         self.driver = Driver(
             DriverSettings(driver=driver_name, pool=o.node_name, cdi_dir=o.cdi_dir,
                            checkpoint_path=os.path.join(o.state_dir, f"{driver_name}.checkpoint.json"),
-                           dev_file=o.paths.dev_file if o.paths.dev != "/dev" else (lambda p: p),
+                           dev_file=o.paths.dev_file,
                            serialize_lock=sockets.serialize_lock),
             inventory=lambda: svc.inventory, claims=svc.claims, on_prepared=self._prepared)
         self.board = HealthBoard(o.node_name)

@@ -55,10 +55,9 @@ def generate_command(
             settings = DECODERS[driver](_load(config))
         except ConfigError as e:
             die(f"--config {config}: {e}")
-    dev_file = paths.dev_file if paths.dev != "/dev" else (lambda p: p)
     items = [cdi.SpecItem(d, settings, admin_access, i) for i, d in enumerate(chosen)]
     try:
-        spec = cdi.claim_spec(driver, claim_uid, items, inv, dev_file)
+        spec = cdi.claim_spec(driver, claim_uid, items, inv, paths.dev_file)
         name = cdi.spec_file_name(spec.kind, claim_uid)
         if directory:
             cdi.write_spec(directory, name, spec)

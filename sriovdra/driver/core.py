@@ -300,8 +300,9 @@ class Driver:
         slice entry must not change or vanish while it is in use). A rolling-update pair reads
         the shared checkpoint so that both publish the same slices."""
         devices = {d.name: d for d in inv.dra_devices() if d.driver == self.s.driver}
-        records = self.prepared()
-        if self.s.serialize_lock is not None:
+        if self.s.serialize_lock is None:
+            records = self.prepared()
+        else:
             records = [r for r in self.store.peek().values() if r.state == PREPARED]
         for rec in records:
             for p in rec.devices:
