@@ -9,7 +9,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/venv.sh"
 ensure_venv "[test]"
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null && command -v dpkg >/dev/null; then
   missing=()
-  for pkg in podman runc busybox-static; do
+  for pkg in podman runc busybox-static containernetworking-plugins; do
     dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
   done
   if [ ${#missing[@]} -gt 0 ]; then

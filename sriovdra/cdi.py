@@ -30,6 +30,9 @@ from sriovdra.config import IbConfig, VfConfig
 from sriovdra.model import IB_DRIVER, SRIOV_DRIVER, CharDevice, DraDevice, Inventory
 
 CDI_KINDS = {SRIOV_DRIVER: f"{SRIOV_DRIVER}/vf", IB_DRIVER: f"{IB_DRIVER}/port"}
+# `serve --netdev-attach cdi`: netdev moves go into specs of their own (cdiVersion 1.1.0), so a
+# runtime that cannot read 1.1.0 drops only those files, never the env/device-node specs.
+NETDEV_KINDS = {SRIOV_DRIVER: f"{SRIOV_DRIVER}/netdev", IB_DRIVER: f"{IB_DRIVER}/netdev"}
 DEFAULT_CDI_DIR = "/var/run/cdi"
 
 _VENDOR = re.compile(r"^[A-Za-z]([A-Za-z0-9_.-]*[A-Za-z0-9])?$")
@@ -59,6 +62,7 @@ class DeviceNode:
 class Edits:
     env: list[str] = field(default_factory=list)
     device_nodes: list[DeviceNode] = field(default_factory=list)
+    net_devices: list[tuple[str, str]] = field(default_factory=list)  # (host interface, name in the pod)
 
     def to_json(self) -> dict:
         out: dict = {}
@@ -66,6 +70,8 @@ class Edits:
             out["env"] = list(self.env)
         if self.device_nodes:
             out["deviceNodes"] = [n.to_json() for n in self.device_nodes]
+        if self.net_devices:
+            out["netDevices"] = [{"hostInterfaceName": h, "name": n} for h, n in self.net_devices]
         return out
 
 
@@ -148,6 +154,11 @@ def validate(spec: dict) -> list[str]:
         for n in edits.get("deviceNodes", []):
             if not n.get("path", "").startswith("/"):
                 problems.append(f"device {d.get('name')!r}: device node path {n.get('path')!r} is not absolute")
+        nets = edits.get("netDevices", [])
+        for key in ("hostInterfaceName", "name"):
+            values = [n.get(key) for n in nets]
+            if not all(values) or len(set(values)) != len(values):
+                problems.append(f"device {d.get('name')!r}: netDevices {key} must be set and unique")
     return problems
 
 
@@ -267,9 +278,9 @@ class SpecItem:
     index: int = 0
 
 
-def device_name(dev: DraDevice, claim_uid: str) -> str:
+def device_name(dra_device: str, claim_uid: str) -> str:
     """The CDI device name: unique per claim and device, never reused."""
-    return f"{dev.name}-{claim_uid}"
+    return f"{dra_device}-{claim_uid}"
 
 
 def claim_spec(driver: str, claim_uid: str, items: list[SpecItem], inv: Inventory, dev_file) -> Spec:
@@ -281,5 +292,13 @@ def claim_spec(driver: str, claim_uid: str, items: list[SpecItem], inv: Inventor
             edits = ib_edits(inv, it.device, it.config, it.index, it.admin, dev_file)
         else:
             edits = vf_edits(inv, it.device, it.config, dev_file)
-        devices.append(CdiDevice(name=device_name(it.device, claim_uid), edits=edits))
+        devices.append(CdiDevice(name=device_name(it.device.name, claim_uid), edits=edits))
     return Spec(kind=kind, devices=devices)
+
+
+def netdev_spec(driver: str, claim_uid: str, moves: list[tuple[str, str, str]]) -> Spec:
+    """The --netdev-attach cdi spec of one claim: per (DRA device, host netdev, pod-side name) a CDI
+    device that has the runtime move the netdev into the pod (netDevices, cdiVersion 1.1.0)."""
+    devices = [CdiDevice(name=device_name(device, claim_uid), edits=Edits(net_devices=[(netdev, if_name)]))
+               for device, netdev, if_name in moves]
+    return Spec(kind=NETDEV_KINDS[driver], devices=devices)

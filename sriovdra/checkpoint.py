@@ -33,6 +33,36 @@ class CheckpointError(Exception):
     pass
 
 
+# Attachment states: a record is written in ATTACHING before the netdev is touched; a crash
+# leaves it there, and the next Synchronize/unprepare undoes whatever part was done.
+ATTACHING, ATTACHED = "attaching", "attached"
+
+
+@dataclass
+class Attachment:
+    """A prepared device's netdev moved into a pod (NRI RunPodSandbox), and how to undo it."""
+
+    pod: str  # pod UID
+    sandbox: str  # runtime sandbox ID (the CNI container ID for IPAM)
+    netns: str | None  # the pod's netns path (containerd 1.7 omits it at StopPodSandbox)
+    pod_name: str  # namespace/name, for messages
+    state: str = ATTACHING
+    if_name: str = ""  # name inside the pod
+    original: dict | None = None  # host-side LinkSnapshot (name, ifindex, mtu, mac, up)
+    ifindex: int | None = None  # inside the pod
+    mac: str | None = None
+    mtu: int | None = None
+    ips: list[str] = field(default_factory=list)
+    ipam: dict | None = None  # the IPAM config an address was allocated with (released at detach)
+    rdma: str | None = None  # RDMA device moved along (exclusive RDMA netns mode)
+    vf_original: dict | None = None  # PF-side VF settings before we changed them
+    pf: str | None = None  # PF netdev and VF index the VF settings were applied through
+    vf: int | None = None
+
+    def to_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
 @dataclass
 class PreparedDevice:
     request: str  # base request name (what the kubelet matches container claims against)
@@ -49,13 +79,19 @@ class PreparedDevice:
     original_driver: str | None = None  # kernel driver to restore after a vfio-pci rebind
     attributes: dict = field(default_factory=dict)  # as published at prepare time (slice stays stable)
     env_index: int | None = None  # IB_DEVICE_<i> of an InfiniBand port, unique within its pods
+    if_name: str | None = None  # pod-side name chosen at prepare (--netdev-attach cdi)
+    attachment: Attachment | None = None
 
     def to_dict(self) -> dict:
-        return dict(self.__dict__)
+        out = dict(self.__dict__)
+        out["attachment"] = self.attachment.to_dict() if self.attachment else None
+        return out
 
     @classmethod
     def from_dict(cls, d: dict) -> PreparedDevice:
-        return cls(**d)
+        d = dict(d)
+        att = d.pop("attachment", None)
+        return cls(**d, attachment=Attachment(**att) if att else None)
 
 
 @dataclass
@@ -63,21 +99,27 @@ class ClaimRecord:
     claim: ClaimRef
     state: str
     devices: list[PreparedDevice] = field(default_factory=list)
-    cdi_spec: str | None = None  # spec file name in the CDI dir
+    # CDI spec files of the claim (name in the CDI dir -> content as written, None until written):
+    # kept to write them again when /var/run/cdi (tmpfs) was lost
+    specs: dict[str, dict | None] = field(default_factory=dict)
     pods: list[str] = field(default_factory=list)  # reservedFor UIDs at prepare time
     updated: float = 0.0
-    spec: dict | None = None  # the CDI spec as written, to write it again when /var/run/cdi was lost
 
     def to_dict(self) -> dict:
         return {"claim": self.claim.to_dict(), "state": self.state, "devices": [d.to_dict() for d in self.devices],
-                "cdiSpec": self.cdi_spec, "pods": list(self.pods), "updated": self.updated, "spec": self.spec}
+                "specs": dict(self.specs), "pods": list(self.pods), "updated": self.updated}
 
     @classmethod
     def from_dict(cls, d: dict) -> ClaimRecord:
+        specs = d.get("specs")
+        if specs is None and d.get("cdiSpec"):  # the first layout: one spec, two keys
+            specs = {d["cdiSpec"]: d.get("spec")}
         return cls(claim=ClaimRef(**d["claim"]), state=d["state"],
                    devices=[PreparedDevice.from_dict(x) for x in d.get("devices", [])],
-                   cdi_spec=d.get("cdiSpec"), pods=list(d.get("pods", [])), updated=d.get("updated", 0.0),
-                   spec=d.get("spec"))
+                   specs=dict(specs or {}), pods=list(d.get("pods", [])), updated=d.get("updated", 0.0))
+
+    def attached(self) -> list[PreparedDevice]:
+        return [d for d in self.devices if d.attachment is not None]
 
 
 def _checksum(claims: dict) -> str:

@@ -13,9 +13,11 @@ import os
 import threading
 from dataclasses import dataclass
 
+from sriovdra.checkpoint import ClaimRecord, PreparedDevice
 from sriovdra.driver.core import Driver, DriverSettings
 from sriovdra.host.discovery import discover
 from sriovdra.host.paths import HostPaths
+from sriovdra.host.runtime_config import NRI_SOCKET
 from sriovdra.kube.claims import ApiClaimSource
 from sriovdra.kube.slices import SlicePublisher
 from sriovdra.kube.status import ClaimStatusWriter, ready_entry
@@ -37,6 +39,12 @@ class ServeOptions:
     pod_uid: str | None = None  # rolling-update socket layout
     rescan_seconds: float = 15.0
     health_resend_seconds: float = 10.0
+    netdev_attach: str = "nri"  # see sriovdra.driver.core.ATTACH_MODES
+    nri_socket: str = NRI_SOCKET
+    nri_plugin_name: str = "sriovdra"
+    nri_plugin_index: str = "50"
+    cni_bin_dirs: tuple[str, ...] = ("/opt/cni/bin",)
+    nri_wait_seconds: float = 2.0  # at start, before registering with the kubelet
 
 
 class _Plugin:
@@ -49,27 +57,30 @@ class _Plugin:
         self.driver = Driver(
             DriverSettings(driver=driver_name, pool=o.node_name, cdi_dir=o.cdi_dir,
                            checkpoint_path=os.path.join(o.state_dir, f"{driver_name}.checkpoint.json"),
-                           dev_file=o.paths.dev_file,
-                           serialize_lock=sockets.serialize_lock),
-            inventory=lambda: svc.inventory, claims=svc.claims, on_prepared=self._prepared)
+                           paths=o.paths, serialize_lock=sockets.serialize_lock, netdev_attach=o.netdev_attach),
+            inventory=lambda: svc.inventory, claims=svc.claims, on_prepared=self._prepared, network=svc.network,
+            lock=svc.lock)
+        if svc.network:
+            svc.network.drivers.append(self.driver)
         self.board = HealthBoard(o.node_name)
         self.server = PluginServer(self.driver, sockets, self.board, health_resend=o.health_resend_seconds)
         self.slices = SlicePublisher(svc.api_client, driver_name, o.node_name)
 
-    def _prepared(self, rec, fresh: bool = True) -> None:
-        """Write the claim's status: always for a fresh prepare, once per process for repeats."""
-        self.status.enqueue(rec.claim, [ready_entry(self.driver.s.driver, d.pool, d.device, {"config": d.config},
-                                                    d.share_id) for d in rec.devices], once=not fresh)
+    def _prepared(self, rec: ClaimRecord, fresh: bool = True) -> None:
+        """Write the claim's status: always for a fresh prepare or attach, once per process for repeats."""
+        self.status.enqueue(rec.claim, [_status_entry(self.driver.s.driver, d) for d in rec.devices], once=not fresh)
 
-    def start(self, inv: Inventory) -> list[str]:
-        problems = self.driver.start()
+    def load(self) -> list[str]:
+        """The checkpoint, with interrupted operations finished (before NRI reports pods)."""
+        return self.driver.start()
+
+    def serve(self, inv: Inventory) -> None:
         self.update(inv)
         self.status.start()
         for rec in self.driver.prepared():  # a status write may have died with the last process
             self._prepared(rec, fresh=False)
         self.slices.start()
         self.server.start()
-        return problems
 
     def update(self, inv: Inventory) -> None:
         self.slices.set_devices(self.driver.published(inv))
@@ -89,6 +100,9 @@ class Service:
         self.api_client = api_client or new_api_client(opts.kubeconfig)
         self.claims = ApiClaimSource(self.api_client)
         self.inventory: Inventory = discover(opts.paths)
+        self.lock = threading.RLock()  # one host operation at a time, across drivers and NRI events
+        self.network = self._pod_network() if opts.netdev_attach == "nri" else None
+        self.nri = None
         self.plugins: dict[str, _Plugin] = {}
         self.problems: list[str] = []
         self._stop = threading.Event()
@@ -100,23 +114,60 @@ class Service:
         present = {d.driver for d in inv.dra_devices()}
         return [d for d in DRIVERS if d in present]
 
+    def _pod_network(self):
+        from sriovdra.driver.network import NetworkSettings, PodNetwork
+        from sriovdra.host.sysfs import Sysfs
+        from sriovdra.host.system import rdma_netns_mode
+
+        settings = NetworkSettings(cni_bin_dirs=self.opts.cni_bin_dirs,
+                                   rdma_exclusive=rdma_netns_mode(Sysfs(self.opts.paths.sysfs)) == "exclusive")
+        return PodNetwork(settings, lambda: self.inventory,
+                          on_attached=lambda driver, rec: self.plugins[driver.s.driver]._prepared(rec))
+
+    def _start_nri(self) -> None:
+        from sriovdra.nri.plugin import NriPlugin
+
+        o = self.opts
+        self.nri = NriPlugin(o.nri_socket, _NriBridge(self.network), name=o.nri_plugin_name, index=o.nri_plugin_index)
+        self.network.link_problem = self._nri_problem
+        self.nri.start()
+        if not self.nri.connected.wait(o.nri_wait_seconds):
+            log.warning("%s (claims with netdevs fail until it connects)", self._nri_problem())
+
+    def _nri_problem(self) -> str | None:
+        if self.nri.connected.is_set():
+            return None
+        return (f"sriovdra is not connected to the container runtime's NRI socket {self.opts.nri_socket} "
+                f"(is NRI enabled in containerd/CRI-O? run `sriovdra doctor`)")
+
     def start(self) -> None:
         os.makedirs(self.opts.state_dir, mode=0o700, exist_ok=True)
-        self._start_plugins(self.inventory)
+        fresh = [self._load_plugin(name) for name in self.wanted(self.inventory)]
+        if self.network:
+            self._start_nri()  # Synchronize sees every loaded checkpoint; the kubelet is not told yet
+        for plugin in fresh:
+            self._serve_plugin(plugin)
         if not self.plugins:
             log.warning("no SR-IOV VF or InfiniBand port on this node: waiting for devices (or pass --drivers)")
         self._rescan.start()
 
+    def _load_plugin(self, name: str) -> _Plugin:
+        plugin = _Plugin(self, name)
+        for problem in plugin.load():
+            log.error("%s: %s", name, problem)
+            self.problems.append(f"{name}: {problem}")
+        self.plugins[name] = plugin
+        return plugin
+
+    def _serve_plugin(self, plugin: _Plugin) -> None:
+        plugin.serve(self.inventory)
+        log.info("kubelet plugin %s listening on %s", plugin.driver.s.driver, plugin.server.sockets.dra)
+
     def _start_plugins(self, inv: Inventory) -> None:
+        """Drivers whose devices appeared since the start."""
         for name in self.wanted(inv):
-            if name in self.plugins:
-                continue
-            plugin = _Plugin(self, name)
-            for problem in plugin.start(inv):
-                log.error("%s: %s", name, problem)
-                self.problems.append(f"{name}: {problem}")
-            self.plugins[name] = plugin
-            log.info("kubelet plugin %s listening on %s", name, plugin.server.sockets.dra)
+            if name not in self.plugins:
+                self._serve_plugin(self._load_plugin(name))
 
     def refresh(self) -> None:
         inv = discover(self.opts.paths)
@@ -137,5 +188,45 @@ class Service:
         self._stop.set()
         for plugin in self.plugins.values():
             plugin.stop()
+        if self.nri:
+            self.nri.stop()  # after the kubelet plugins: no prepare waits on it any more
         if self._rescan.is_alive():
             self._rescan.join(10)
+
+
+class _NriBridge:
+    """The NRI plugin's handlers, delivered to the pod network (the adapters meet only here)."""
+
+    def __init__(self, network) -> None:
+        self.network = network
+
+    def synchronize(self, pods) -> None:
+        self.network.synchronize(pods)
+
+    def run_pod_sandbox(self, pod) -> None:
+        self.network.run_pod_sandbox(pod)
+
+    def stop_pod_sandbox(self, pod) -> None:
+        self.network.stop_pod_sandbox(pod)
+
+    def remove_pod_sandbox(self, pod) -> None:
+        self.network.remove_pod_sandbox(pod)
+
+    def create_container(self, pod, container):
+        self.network.ensure_attached(pod)
+        return None
+
+
+def _status_entry(driver: str, d: PreparedDevice) -> dict:
+    """status.devices[] of one device; with networkData and the network conditions once it is in a pod."""
+    att = d.attachment
+    if att is None or att.state != "attached":
+        return ready_entry(driver, d.pool, d.device, {"config": d.config}, d.share_id)
+    network = {"interfaceName": att.if_name, "ips": list(att.ips)}
+    if att.mac:
+        network["hardwareAddress"] = att.mac
+    extra = [("NetworkReady", "NetworkReady", f"{att.if_name} is up in pod {att.pod_name}")]
+    if att.rdma:
+        extra.append(("RDMALinkReady", "RDMALinkReady", f"RDMA device {att.rdma} is in the pod's namespace"))
+    return ready_entry(driver, d.pool, d.device, {"config": d.config}, d.share_id, network=network,
+                       extra_conditions=extra)

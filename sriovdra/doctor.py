@@ -40,6 +40,7 @@ class DoctorOptions:
     kubelet_root_dir: str = DEFAULT_KUBELET_ROOT
     cdi_dirs: tuple[str, ...] = DEFAULT_CDI_DIRS
     containerd_config: str = CONTAINERD_CONFIG
+    cni_bin_dirs: tuple[str, ...] = ("/opt/cni/bin",)
 
 
 def failed(checks: list[Check]) -> bool:
@@ -61,7 +62,19 @@ def run_checks(paths: HostPaths, opts: DoctorOptions | None = None) -> list[Chec
     runtimes = read_runtimes(paths, opts.containerd_config)
     checks.append(_cdi_dirs(paths, opts, runtimes))
     checks.extend(_runtimes(paths, runtimes))
+    checks.append(_cni_ipam(paths, opts))
     return checks
+
+
+def _cni_ipam(paths: HostPaths, opts: DoctorOptions) -> Check:
+    """VfConfig `ipam` runs a CNI IPAM plugin by name from these dirs (host-local is the usual one)."""
+    dirs = ":".join(opts.cni_bin_dirs)
+    found = [d for d in opts.cni_bin_dirs if os.access(paths.host_file(f"{d}/host-local"), os.X_OK)]
+    if found:
+        return Check("cni-ipam", PASS, f"host-local IPAM plugin in {found[0]}")
+    return Check("cni-ipam", WARN, f"no host-local IPAM plugin in {dirs}: claims whose VfConfig sets ipam will "
+                 "fail to attach (static ips work)",
+                 "install the CNI plugins (containernetworking-plugins) or pass --cni-bin-dir")
 
 
 def _names(items: list[str], limit: int = 4) -> str:

@@ -10,10 +10,14 @@ config, NRI socket) so that `doctor` can run against the whole fake root.
     sriovdra discover --sysfs-root /tmp/eth-node/sys
 
 The YAML schema is documented in demo/hosts/README.md; unknown keys are errors.
+
+FakeKernel gives a built tree the kernel's reaction to driver (un)binding writes; the host
+layer (sriovdra.host.pci) uses it by itself on any sysfs root that carries MARKER.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import re
@@ -21,10 +25,13 @@ import shutil
 import socket
 import stat
 import sys
+import threading
 from dataclasses import dataclass
 from typing import Any
 
-MARKER = ".sriovdra-fakehost"
+MARKER = ".sriovdra-fakehost"  # at the fake root and at its sysfs root
+FAKE_KERNEL_DIR = ".sriovdra-fakekernel"  # under the sysfs root: what the fake kernel keeps
+DEFAULT_DRIVERS = "default-drivers"  # "<bdf> <driver>" lines: the driver whose ID table matches
 
 _LINKS = ("ethernet", "infiniband")
 _PORT_STATE_NUM = {"Down": 1, "Init": 2, "Armed": 3, "Active": 4, "ActiveDefer": 5}
@@ -32,7 +39,7 @@ _PHYS_STATE_NUM = {"Sleep": 1, "Polling": 2, "Disabled": 3, "PortConfigurationTr
                    "LinkUp": 5, "LinkErrorRecovery": 6, "PhyTest": 7}
 _DEFAULT_VF_DEVICE = {"15b3": "101e", "8086": "1889", "14e4": "16dc"}
 
-_HOST_KEYS = {"kind", "iommu", "noiommu", "modules", "rdmaNetnsMode", "kubelet", "cdi",
+_HOST_KEYS = {"kind", "iommu", "noiommu", "modules", "rdmaNetnsMode", "kubelet", "cdi", "cniPlugins",
               "containerd", "crio", "vendor", "product", "devNodes"}
 _FUNCTION_KEYS = {"pci", "vendor", "device", "class", "driver", "numa", "pcieRoot", "link",
                   "netdev", "mac", "mtu", "speed", "operstate", "eswitch", "eswitchCompat", "rdma",
@@ -189,6 +196,7 @@ class _Builder:
         self.iommu = _get(self.host, "iommu", bool, "host", True)
         self.noiommu = _get(self.host, "noiommu", bool, "host", False)
         self.counters = {"ifindex": 2, "iommu": 10, "uverbs": 0, "mad": 0, "rdma": 0, "virtio": 0}
+        self.default_drivers: dict[str, str] = {}
         self.any_rdma = False
         dev_nodes = _get(self.host, "devNodes", str, "host", "file")
         if dev_nodes not in ("file", "null-char"):
@@ -213,6 +221,13 @@ class _Builder:
             self._function(fn, f"functions[{i}]", allow_vfs=False)
         self._modules()
         self._node_files()
+        self._fake_kernel_state()
+
+    def _fake_kernel_state(self) -> None:
+        """What FakeKernel needs: each function's default driver, and a marker on the sysfs root."""
+        lines = [f"{bdf} {driver}" for bdf, driver in sorted(self.default_drivers.items())]
+        self.t.write(f"sys/{FAKE_KERNEL_DIR}/{DEFAULT_DRIVERS}", "\n".join(lines))
+        self.t.write(f"sys/{MARKER}", "built by sriovdra.fakehost")
 
     def _host_identity(self, kind: str) -> None:
         if kind == "vm":
@@ -255,6 +270,10 @@ class _Builder:
         if _get(self.host, "cdi", bool, "host", True):
             self.t.mkdir("etc/cdi")
             self.t.mkdir("var/run/cdi")
+        if _get(self.host, "cniPlugins", bool, "host", True):
+            # doctor only looks for it; a fake host never runs it
+            self.t.write("opt/cni/bin/host-local", "#!/bin/sh\necho '{\"code\": 4, \"msg\": \"fake host\"}'\nexit 1\n")
+            os.chmod(self.t.abspath("opt/cni/bin/host-local"), 0o755)
         ctd = self.host.get("containerd")
         if ctd is not None:
             self._containerd(_check_keys(ctd, _CONTAINERD_KEYS, "host.containerd"))
@@ -314,6 +333,7 @@ class _Builder:
         eswitch = _get(spec, "eswitch", str, where)
         if eswitch not in (None, "legacy", "switchdev"):
             raise FakeHostError(f"{where}.eswitch: expected legacy or switchdev, got {eswitch!r}")
+        fnspec["defaultDriver"] = _default_driver(fnspec["driver"])
         self._pci_function(fnspec)
         if fnspec["netdev"] and eswitch and _get(spec, "eswitchCompat", bool, where, False):
             # Only NVIDIA's out-of-tree MLNX_OFED driver has this file; upstream kernels do not.
@@ -371,6 +391,8 @@ class _Builder:
         t.write(f"{d}/numa_node", f["numa"])
         t.write(f"{d}/driver_override", "(null)")
         t.write(f"{d}/enable", 1)
+        if f.get("defaultDriver"):
+            self.default_drivers[address] = f["defaultDriver"]
         if f["driver"]:
             self._driver_dir(f["driver"])
             t.link(f"{d}/driver", f"sys/bus/pci/drivers/{f['driver']}")
@@ -544,6 +566,7 @@ class _Builder:
         return {
             "address": address, "dir": f"{os.path.dirname(pf['dir'])}/{address}", "vendor": pf["vendor"],
             "device": defaults["device"], "class": pf["class"], "driver": driver, "link": pf["link"],
+            "defaultDriver": _default_driver(driver, defaults["driver"]),
             "numa": _get(ow, "numa", int, where, defaults["numa"]),
             "netdev": f"{prefix}{i}" if prefix and kernel_netdev and _get(ow, "netdev", bool, where,
                                                                             defaults["netdev"]) else None,
@@ -564,6 +587,12 @@ class _Builder:
         self.t.write(f"{pf['dir']}/net/{pf['netdev']}/phys_port_name", "p0")
 
 
+def _default_driver(*candidates: str) -> str | None:
+    """The driver the kernel would probe: the first candidate that is a real driver. vfio-pci
+    has no ID table (it binds only by driver_override), "" is an unbound function."""
+    return next((d for d in candidates if d not in ("", "vfio-pci")), None)
+
+
 def _make_socket(path: str) -> None:
     """Leave a real unix socket inode at path.
 
@@ -576,6 +605,205 @@ def _make_socket(path: str) -> None:
             s.bind(f"/proc/self/fd/{fd}/{os.path.basename(path)}")
     finally:
         os.close(fd)
+
+
+# --- the fake kernel ------------------------------------------------------------------------
+
+# What a network driver hangs off the PCI device, in the kernel's names: binding the device to
+# another driver makes them disappear with the driver, binding it back creates them again.
+_DRIVER_CHILDREN = ("net", "infiniband", "infiniband_verbs", "infiniband_mad")
+_CHAR_DEV_CHILDREN = ("infiniband_verbs", "infiniband_mad")  # their entries have /dev/infiniband nodes
+
+
+class FakeKernel:
+    """The kernel's side of PCI driver binding, for a fake tree built by `build`.
+
+    A fake tree is plain files, so writing bind/unbind/driver_override does nothing by itself.
+    write() keeps attribute values (driver_override) and changes the tree as the kernel would: unbind drops the
+    driver links, bind and drivers_probe match the device (driver_override, else its default
+    driver) and create them. What a network driver creates (net/<if>, infiniband/<dev>, their
+    /sys/class links and /dev/infiniband nodes) is stashed under FAKE_KERNEL_DIR when the driver
+    lets go and put back unchanged when that driver binds again; vfio-pci gets /dev/vfio/<group>.
+    Errors are the kernel's errnos (ENODEV: no match or not bound, EBUSY: already bound).
+    """
+
+    _lock = threading.Lock()  # one tree, one kernel: writes are serialised like the device lock
+
+    def __init__(self, sysfs: str, dev: str | None = None) -> None:
+        self.sysfs = os.path.realpath(sysfs)
+        # Only a dev root that belongs to a fake host (the marker beside it) is ever touched.
+        fake_dev = dev and os.path.exists(os.path.join(os.path.dirname(os.path.abspath(dev)), MARKER))
+        self.dev = os.path.realpath(dev) if fake_dev else None
+        self._tree = _Tree(self.sysfs)
+
+    def write(self, path: str, value: str) -> None:
+        """Write an attribute under the sysfs root, with the kernel's reaction to it."""
+        with self._lock:
+            fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)  # ENOENT like sysfs; bind/unbind keep nothing
+            os.close(fd)
+            parent = os.path.relpath(os.path.realpath(os.path.dirname(path)), self.sysfs)
+            name, arg = os.path.basename(path), value.strip()
+            if parent == "bus/pci" and name == "drivers_probe":
+                self._probe(arg)
+            elif os.path.dirname(parent) == "bus/pci/drivers" and name in ("bind", "unbind"):
+                (self._bind if name == "bind" else self._unbind)(os.path.basename(parent), arg)
+            elif name == "driver_override":
+                self._tree.write(f"{parent}/{name}", arg or "(null)")  # an empty write clears it
+            else:
+                self._tree.write(f"{parent}/{name}", arg)
+
+    # the driver core
+    def _device(self, bdf: str) -> str:
+        """The device's real directory, relative to the sysfs root."""
+        link = os.path.join(self.sysfs, "bus/pci/devices", bdf)
+        if "/" in bdf or not bdf or not os.path.isdir(link):
+            raise _kernel_error(errno.ENODEV)
+        return os.path.relpath(os.path.realpath(link), self.sysfs)
+
+    def _driver_of(self, dev: str) -> str | None:
+        try:
+            return os.path.basename(os.readlink(os.path.join(self.sysfs, dev, "driver")))
+        except FileNotFoundError:
+            return None
+
+    def _default_driver(self, bdf: str) -> str | None:
+        try:
+            with open(os.path.join(self.sysfs, FAKE_KERNEL_DIR, DEFAULT_DRIVERS)) as f:
+                return dict(line.split() for line in f if line.strip()).get(bdf)
+        except FileNotFoundError:
+            return None
+
+    def _override(self, dev: str) -> str | None:
+        value = _read_text(os.path.join(self.sysfs, dev, "driver_override"))
+        return None if value in (None, "", "(null)") else value
+
+    def _matches(self, bdf: str, dev: str, driver: str) -> bool:
+        override = self._override(dev)
+        return override == driver if override else driver == self._default_driver(bdf)
+
+    def _unbind(self, driver: str, bdf: str) -> None:
+        dev = self._device(bdf)
+        if self._driver_of(dev) != driver:
+            raise _kernel_error(errno.ENODEV)
+        self._stash(bdf, dev, driver)
+        os.unlink(os.path.join(self.sysfs, dev, "driver"))
+        os.unlink(os.path.join(self.sysfs, "bus/pci/drivers", driver, bdf))
+        if driver == "vfio-pci":
+            self._vfio_node(dev, present=False)
+
+    def _bind(self, driver: str, bdf: str) -> None:
+        dev = self._device(bdf)
+        if self._driver_of(dev) is not None:
+            raise _kernel_error(errno.EBUSY)
+        if not self._matches(bdf, dev, driver):
+            raise _kernel_error(errno.ENODEV)
+        self._attach(bdf, dev, driver)
+
+    def _probe(self, bdf: str) -> None:
+        dev = self._device(bdf)
+        if self._driver_of(dev) is not None:
+            return
+        driver = self._override(dev) or self._default_driver(bdf)
+        if driver and os.path.isdir(os.path.join(self.sysfs, "bus/pci/drivers", driver)):
+            self._attach(bdf, dev, driver)
+
+    def _attach(self, bdf: str, dev: str, driver: str) -> None:
+        if driver == "vfio-pci" and not os.path.lexists(os.path.join(self.sysfs, dev, "iommu_group")):
+            raise _kernel_error(errno.EINVAL)  # what vfio-pci's probe says
+        self._tree.link(f"{dev}/driver", f"bus/pci/drivers/{driver}")
+        self._tree.link(f"bus/pci/drivers/{driver}/{bdf}", dev)
+        self._unstash(bdf, dev, driver)
+        if driver == "vfio-pci":
+            self._vfio_node(dev, present=True)
+
+    # what the network driver creates
+    def _moves(self, bdf: str, dev: str) -> list[tuple[str, str]]:
+        """(live path, stash path) of everything a network driver created for the device."""
+        stash = os.path.join(self.sysfs, FAKE_KERNEL_DIR, "stash", bdf)
+        base = os.path.join(self.sysfs, dev)
+        children = [c for c in sorted(os.listdir(base)) if c in _DRIVER_CHILDREN or c.startswith("virtio")]
+        moves = []
+        for child in children:
+            for cls, name in self._class_entries(base, child):
+                moves.append((os.path.join(self.sysfs, "class", cls, name), os.path.join(stash, "class", cls, name)))
+                if cls in _CHAR_DEV_CHILDREN and self.dev:
+                    moves.append((os.path.join(self.dev, "infiniband", name),
+                                  os.path.join(self.dev, FAKE_KERNEL_DIR, bdf, "infiniband", name)))
+            moves.append((os.path.join(base, child), os.path.join(stash, "device", child)))
+        return moves
+
+    def _class_entries(self, base: str, child: str) -> list[tuple[str, str]]:
+        """The /sys/class links of a child: class/<cls>/<name> for each entry (virtio: its net/)."""
+        if child.startswith("virtio"):
+            return [("net", n) for n in sorted(os.listdir(os.path.join(base, child, "net")))] \
+                if os.path.isdir(os.path.join(base, child, "net")) else []
+        return [(child, n) for n in sorted(os.listdir(os.path.join(base, child)))]
+
+    def _stash(self, bdf: str, dev: str, driver: str) -> None:
+        moves = [(live, kept) for live, kept in self._moves(bdf, dev) if os.path.lexists(live)]
+        if not moves:
+            return
+        for live, kept in moves:
+            os.makedirs(os.path.dirname(kept), exist_ok=True)
+            os.rename(live, kept)
+        self._tree.write(f"{FAKE_KERNEL_DIR}/stash/{bdf}/owner", driver)
+
+    def _unstash(self, bdf: str, dev: str, driver: str) -> None:
+        stash = os.path.join(self.sysfs, FAKE_KERNEL_DIR, "stash", bdf)
+        if _read_text(os.path.join(stash, "owner")) != driver:
+            return  # nothing stashed, or another driver, which would create other things: not modelled
+        for child in sorted(os.listdir(os.path.join(stash, "device"))):
+            os.rename(os.path.join(stash, "device", child), os.path.join(self.sysfs, dev, child))
+        for cls in sorted(os.listdir(os.path.join(stash, "class"))):
+            for name in sorted(os.listdir(os.path.join(stash, "class", cls))):
+                os.rename(os.path.join(stash, "class", cls, name), os.path.join(self.sysfs, "class", cls, name))
+        if self.dev and os.path.isdir(os.path.join(self.dev, FAKE_KERNEL_DIR, bdf)):
+            kept = os.path.join(self.dev, FAKE_KERNEL_DIR, bdf, "infiniband")
+            for name in sorted(os.listdir(kept)):
+                os.rename(os.path.join(kept, name), os.path.join(self.dev, "infiniband", name))
+            shutil.rmtree(os.path.join(self.dev, FAKE_KERNEL_DIR, bdf))
+            _remove_if_empty(os.path.join(self.dev, FAKE_KERNEL_DIR))  # leave dev/ as it was built
+        shutil.rmtree(stash)
+        _remove_if_empty(os.path.dirname(stash))
+
+    def _vfio_node(self, dev: str, present: bool) -> None:
+        """/dev/vfio/<group> exists while a device of the group is bound to vfio-pci."""
+        group_link = os.path.join(self.sysfs, dev, "iommu_group")
+        if not self.dev or not os.path.lexists(group_link):
+            return
+        group = os.path.basename(os.readlink(group_link))
+        gdir = os.path.join(self.sysfs, "kernel/iommu_groups", group)
+        noiommu = _read_text(os.path.join(gdir, "name")) == "vfio-noiommu"
+        node = os.path.join(self.dev, "vfio", f"noiommu-{group}" if noiommu else group)
+        if present:
+            template = os.path.join(self.dev, "vfio", "vfio")
+            tree = _Tree(self.dev)
+            tree.char_nodes = os.path.exists(template) and stat.S_ISCHR(os.stat(template).st_mode)
+            tree.dev_node(os.path.relpath(node, self.dev))
+            return
+        members = os.listdir(os.path.join(gdir, "devices")) if os.path.isdir(os.path.join(gdir, "devices")) else []
+        if not any(self._driver_of(self._device(m)) == "vfio-pci" for m in members) and os.path.lexists(node):
+            os.unlink(node)
+
+
+def _kernel_error(code: int) -> OSError:
+    """The bare errno a sysfs write returns: the fake is no more talkative than the kernel."""
+    return OSError(code, os.strerror(code))
+
+
+def _remove_if_empty(path: str) -> None:
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass
+
+
+def _read_text(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except FileNotFoundError:
+        return None
 
 
 def load_spec(path: str) -> dict:

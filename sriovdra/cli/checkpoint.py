@@ -46,8 +46,15 @@ def show_command(
 
 def _table(claims: list[dict], problems: list[str]) -> str:
     rows = [[c["driver"], f"{c['claim']['namespace']}/{c['claim']['name']}", c["claim"]["uid"], c["state"],
-             ", ".join(d["device"] for d in c["devices"]) or "-", c["cdiSpec"] or "-",
+             ", ".join(d["device"] for d in c["devices"]) or "-", _attached(c["devices"]),
+             "\n".join(c["specs"]) or "-",
              time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(c["updated"]))] for c in claims]
-    text = tabulate(rows, ["DRIVER", "CLAIM", "UID", "STATE", "DEVICES", "CDI SPEC", "UPDATED"]) if rows \
+    text = tabulate(rows, ["DRIVER", "CLAIM", "UID", "STATE", "DEVICES", "IN POD", "CDI SPECS", "UPDATED"]) if rows \
         else "(no prepared claims)"
     return text + "".join(f"\nerror: {p}" for p in problems)
+
+
+def _attached(devices: list[dict]) -> str:
+    """Where each attached netdev is: 'ns/pod:net1 (attached)'."""
+    out = [f"{a['pod_name']}:{a['if_name'] or '?'} ({a['state']})" for d in devices if (a := d.get("attachment"))]
+    return "\n".join(out) or "-"

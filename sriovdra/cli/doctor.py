@@ -20,6 +20,9 @@ def doctor_command(
     cdi_dir: Annotated[Optional[list[str]], typer.Option(
         help="CDI spec dir to check (repeatable); the last one is where serve writes.")] = None,
     containerd_config: Annotated[str, typer.Option(help="containerd configuration file.")] = CONTAINERD_CONFIG,
+    cni_bin_dir: Annotated[str, typer.Option(
+        envvar="SRIOVDRA_CNI_BIN_DIR", help="Colon-separated dirs of CNI IPAM plugins, as serve uses.")]
+    = "/opt/cni/bin",
     host_root: HostRoot = None,
     sysfs_root: SysfsRoot = None,
     dev_root: DevRoot = None,
@@ -30,7 +33,8 @@ def doctor_command(
     """
     paths = host_paths(ctx, host_root, sysfs_root, dev_root)
     opts = DoctorOptions(kubelet_root_dir=kubelet_root_dir, cdi_dirs=tuple(cdi_dir or DEFAULT_CDI_DIRS),
-                         containerd_config=containerd_config)
+                         containerd_config=containerd_config,
+                         cni_bin_dirs=tuple(d for d in cni_bin_dir.split(":") if d))
     checks = run_checks(paths, opts)
     emit({"failed": failed(checks), "checks": [c.to_dict() for c in checks]}, output, lambda: render_table(checks))
     if failed(checks):

@@ -23,6 +23,12 @@ class LogFormat(str, Enum):
     json = "json"
 
 
+class NetdevAttach(str, Enum):
+    nri = "nri"
+    cdi = "cdi"
+    none = "none"
+
+
 class LogLevel(str, Enum):
     debug = "debug"
     info = "info"
@@ -58,6 +64,12 @@ def _drivers(value: str | None) -> tuple[str, ...]:
     return names
 
 
+def _plugin_index(value: str) -> str:
+    if len(value) != 2 or not value.isdigit():
+        die(f"--nri-plugin-index: expected two digits like 50, got {value!r}")
+    return value
+
+
 def serve_command(
     ctx: typer.Context,
     node_name: Annotated[str, typer.Option(envvar="NODE_NAME", help="This node's name (the pool name).")],
@@ -80,6 +92,17 @@ def serve_command(
     health_interval: Annotated[float, typer.Option(
         envvar="SRIOVDRA_HEALTH_INTERVAL", min=0.1, max=25.0,
         help="Seconds between health re-sends (the kubelet times a device out after 30).")] = 10.0,
+    netdev_attach: Annotated[NetdevAttach, typer.Option(
+        envvar="SRIOVDRA_NETDEV_ATTACH",
+        help="How netdevs reach pods: nri (moved at pod start by our NRI plugin: MTU, MAC, IPs, routes), "
+             "cdi (CDI netDevices, cdiVersion 1.1.0: the runtime moves and renames), none.")] = NetdevAttach.nri,
+    nri_socket: Annotated[str, typer.Option(envvar="SRIOVDRA_NRI_SOCKET", help="The runtime's NRI socket.")]
+    = "/var/run/nri/nri.sock",
+    nri_plugin_index: Annotated[str, typer.Option(
+        envvar="SRIOVDRA_NRI_PLUGIN_INDEX", help="Two digits: where the plugin runs among NRI plugins.")] = "50",
+    cni_bin_dir: Annotated[str, typer.Option(
+        envvar="SRIOVDRA_CNI_BIN_DIR", help="Colon-separated dirs of CNI IPAM plugins (VfConfig ipam).")]
+    = "/opt/cni/bin",
     log_level: Annotated[LogLevel, typer.Option(envvar="SRIOVDRA_LOG_LEVEL")] = LogLevel.info,
     log_format: Annotated[LogFormat, typer.Option(envvar="SRIOVDRA_LOG_FORMAT")] = LogFormat.text,
     host_root: HostRoot = None,
@@ -97,7 +120,10 @@ def serve_command(
     opts = ServeOptions(node_name=node_name, paths=host_paths(ctx, host_root, sysfs_root, dev_root),
                         drivers=_drivers(drivers), kubelet_root_dir=kubelet_root_dir, cdi_dir=cdi_dir,
                         state_dir=state_dir, kubeconfig=kubeconfig, pod_uid=rolling_update_pod_uid,
-                        rescan_seconds=rescan_interval, health_resend_seconds=health_interval)
+                        rescan_seconds=rescan_interval, health_resend_seconds=health_interval,
+                        netdev_attach=netdev_attach.value, nri_socket=nri_socket,
+                        nri_plugin_index=_plugin_index(nri_plugin_index),
+                        cni_bin_dirs=tuple(d for d in cni_bin_dir.split(":") if d))
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

@@ -28,6 +28,9 @@ from sriovdra.checkpoint import (
 )
 from sriovdra.claim import Allocation, ClaimError, ClaimRef, Result, config_for, parse_allocation
 from sriovdra.config import IbConfig, VfConfig
+from sriovdra.driver.ifnames import pick_names
+from sriovdra.host import pci
+from sriovdra.host.paths import HostPaths
 from sriovdra.model import IB_DRIVER, DraDevice, Inventory
 
 log = logging.getLogger(__name__)
@@ -43,6 +46,16 @@ class ClaimFetchError(Exception):
     """The claim could not be read from the API server; str() says why."""
 
 
+class DeviceError(Exception):
+    """A host operation on a prepared device failed (netlink, IPAM, RDMA); str() names the
+    claim, the device and the step."""
+
+
+# How netdevs reach pods: "nri" moves them at RunPodSandbox (the default), "cdi" leaves it to the
+# runtime through CDI netDevices (cdiVersion 1.1.0), "none" does not move them (tests, vfio-only nodes).
+ATTACH_MODES = ("nri", "cdi", "none")
+
+
 class ClaimSource(Protocol):
     def get_claim(self, namespace: str, name: str) -> dict: ...
 
@@ -53,8 +66,19 @@ class DriverSettings:
     pool: str  # the node name
     cdi_dir: str
     checkpoint_path: str
-    dev_file: Callable[[str], str]  # /dev/x as the node names it -> where it is here
+    paths: HostPaths  # sysfs (driver rebinding) and /dev (CDI device nodes)
     serialize_lock: str | None = None  # flock path shared with a rolling-update twin
+    netdev_attach: str = "nri"  # one of ATTACH_MODES
+
+
+class NetworkHooks(Protocol):
+    """What the pod-network side (sriovdra.driver.network) offers the claim lifecycle."""
+
+    def unavailable(self) -> str | None:
+        """Why netdevs cannot reach pods right now (e.g. NRI not connected), or None."""
+
+    def detach_claim(self, driver: Driver, rec: ClaimRecord) -> None:
+        """Bring every attached device of the claim home; DeviceError when one cannot be."""
 
 
 @dataclass
@@ -65,21 +89,24 @@ class PrepareOutcome:
 
 class Driver:
     def __init__(self, settings: DriverSettings, inventory: Callable[[], Inventory], claims: ClaimSource,
-                 on_prepared: Callable[[ClaimRecord, bool], None] | None = None) -> None:
+                 on_prepared: Callable[[ClaimRecord, bool], None] | None = None,
+                 network: NetworkHooks | None = None, lock: threading.RLock | None = None) -> None:
         self.s = settings
+        self.network = network
         self.kind = cdi.CDI_KINDS[settings.driver]
         self.inventory = inventory
         self.claims = claims
         self.on_prepared = on_prepared
         self.store = CheckpointStore(settings.checkpoint_path)
         self.records: dict[str, ClaimRecord] = {}
-        self._lock = threading.Lock()
+        self._lock = lock or threading.RLock()  # shared by the drivers of one process (network attach spans them)
+        self._depth = 0
 
     # --- lifecycle -----------------------------------------------------------------------
 
     def start(self) -> list[str]:
         """Load the checkpoint and finish what a crash interrupted; returns problems to report."""
-        with self._serialized():
+        with self.serialized():
             return self._recover()
 
     def _load(self) -> list[str]:
@@ -92,37 +119,45 @@ class Driver:
     def _recover(self) -> list[str]:
         problems = self._load()
         for uid, rec in list(self.records.items()):
-            if rec.state == PREPARING:
-                log.info("claim %s: prepare was interrupted, rolling back", rec.claim)
-                self._undo(rec)
-                del self.records[uid]
-            elif rec.state == UNPREPARING:
-                log.info("claim %s: unprepare was interrupted, finishing it", rec.claim)
-                self._undo(rec)
-                del self.records[uid]
-            else:
-                self._ensure_spec(rec)
-        self._save()
+            try:
+                if rec.state in (PREPARING, UNPREPARING):
+                    log.info("claim %s: %s was interrupted, %s", rec.claim, rec.state[:-3],
+                             "rolling back" if rec.state == PREPARING else "finishing it")
+                    self._undo(rec)
+                    del self.records[uid]
+                else:
+                    self._ensure_spec(rec)
+            except (OSError, cdi.CdiError, pci.PciBindError, DeviceError) as e:
+                # kept as it is: the next unprepare (or restart) tries again
+                problems.append(f"claim {rec.claim}: cannot finish the interrupted {rec.state[:-3]}: {e}")
+        self.save()
         return problems
 
     @contextmanager
-    def _serialized(self):
+    def serialized(self):
         """One operation at a time; with a rolling-update twin, also across processes (flock),
-        re-reading the checkpoint the other process may have changed."""
+        re-reading the checkpoint the other process may have changed. Re-entrant: network attach
+        holds it while unprepare-like steps run inside."""
         with self._lock:
-            if self.s.serialize_lock is None:
-                yield
+            if self._depth or self.s.serialize_lock is None:
+                self._depth += 1
+                try:
+                    yield
+                finally:
+                    self._depth -= 1
                 return
             os.makedirs(os.path.dirname(self.s.serialize_lock), mode=0o750, exist_ok=True)
             with open(self.s.serialize_lock, "a") as f:
                 fcntl.flock(f, fcntl.LOCK_EX)
+                self._depth += 1
                 try:
                     self.records = self.store.load().records
                     yield
                 finally:
+                    self._depth -= 1
                     fcntl.flock(f, fcntl.LOCK_UN)
 
-    def _save(self) -> None:
+    def save(self) -> None:
         self.store.save(self.records)
 
     # --- prepare -------------------------------------------------------------------------
@@ -138,7 +173,7 @@ class Driver:
                 fetched[ref.uid] = e
         out: dict[str, PrepareOutcome] = {}
         repeats: set[str] = set()
-        with self._serialized():
+        with self.serialized():
             inv = None
             call_indexes: list[int] = []  # IB env indexes handed out in this call
             for ref in refs:
@@ -157,7 +192,7 @@ class Driver:
                     if inv is None:
                         inv = self.inventory()
                     out[ref.uid] = PrepareOutcome(self._prepare_one(ref, alloc, inv, call_indexes))
-                except (ClaimError, cdi.CdiError, OSError) as e:
+                except (ClaimError, cdi.CdiError, pci.PciBindError, OSError) as e:
                     out[ref.uid] = PrepareOutcome([], str(e))
                 except Exception as e:  # noqa: BLE001 - a bug must cost one claim, not the batch
                     log.exception("claim %s: prepare failed", ref)
@@ -169,9 +204,10 @@ class Driver:
         return out
 
     def _ensure_spec(self, rec: ClaimRecord) -> None:
-        if rec.cdi_spec and rec.spec and not os.path.exists(os.path.join(self.s.cdi_dir, rec.cdi_spec)):
-            log.info("claim %s: CDI spec %s is missing (reboot?), writing it again", rec.claim, rec.cdi_spec)
-            cdi.write_json(self.s.cdi_dir, rec.cdi_spec, rec.spec)
+        for name, data in rec.specs.items():
+            if data and not os.path.exists(os.path.join(self.s.cdi_dir, name)):
+                log.info("claim %s: CDI spec %s is missing (reboot?), writing it again", rec.claim, name)
+                cdi.write_json(self.s.cdi_dir, name, data)
 
     def _ib_index_base(self, alloc: Allocation, call_indexes: list[int]) -> int:
         """IB env indexes (IB_DEVICE_<i>) must not collide inside a pod: continue after the indexes
@@ -195,31 +231,72 @@ class Driver:
             dev = self._device_for(alloc, result, by_name)
             config = config_for(alloc, result.request)
             planned.append((self._plan(ref, result, dev, config, None if base is None else base + i), dev, config))
+        self._check_attach(ref, [p for p, _, _ in planned])
+        pods = [str(r.get("uid")) for r in alloc.reserved_for if r.get("uid")]
+        if self.s.netdev_attach == "cdi":
+            self._name_for_cdi(pods, [p for p, _, _ in planned])
         spec_name = cdi.spec_file_name(self.kind, ref.uid)
-        rec = ClaimRecord(claim=ref, state=PREPARING, devices=[p for p, _, _ in planned], cdi_spec=spec_name,
-                          pods=[str(r.get("uid")) for r in alloc.reserved_for if r.get("uid")], updated=time.time())
+        rec = ClaimRecord(claim=ref, state=PREPARING, devices=[p for p, _, _ in planned], specs={spec_name: None},
+                          pods=pods, updated=time.time())
+        net_name = None
+        if self.s.netdev_attach == "cdi" and any(p.if_name for p in rec.devices):
+            net_name = cdi.spec_file_name(cdi.NETDEV_KINDS[self.s.driver], ref.uid)
+            rec.specs[net_name] = None
         self.records[ref.uid] = rec
         try:
-            self._save()  # intent first: a crash from here on is rolled back at restart
+            self.save()  # intent first: a crash from here on is rolled back at restart
             faults.point("prepare.after-intent")
+            for p, _, config in planned:
+                if _rebinds(config):
+                    pci.bind(self.s.paths, p.pci_address, config.driver)
+                    faults.point("prepare.after-bind")
             if planned:
                 items = [cdi.SpecItem(dev, config, p.admin_access, p.env_index or 0) for p, dev, config in planned]
-                spec = cdi.claim_spec(self.s.driver, ref.uid, items, inv, self.s.dev_file)
-                rec.spec = cdi.write_spec(self.s.cdi_dir, spec_name, spec)
+                spec = cdi.claim_spec(self.s.driver, ref.uid, items, inv, self.s.paths.dev_file)
+                rec.specs[spec_name] = cdi.write_spec(self.s.cdi_dir, spec_name, spec)
+            if net_name:
+                net = cdi.netdev_spec(self.s.driver, ref.uid, [(p.device, p.netdev, p.if_name) for p in rec.devices
+                                                              if p.if_name])
+                rec.specs[net_name] = cdi.write_spec(self.s.cdi_dir, net_name, net)
             faults.point("prepare.after-cdi")
             rec.state = PREPARED
             rec.updated = time.time()
-            self._save()
+            self.save()
         except BaseException:
             self._undo(rec)
             self.records.pop(ref.uid, None)
             try:
-                self._save()
+                self.save()
             except OSError as e:
                 log.error("claim %s: rollback could not be checkpointed: %s", ref, e)
             raise
         call_indexes += [p.env_index for p in rec.devices if p.env_index is not None]
         return rec.devices
+
+    def _check_attach(self, ref: ClaimRef, devices: list[PreparedDevice]) -> None:
+        """Fail closed: a pod that asked for a NIC must not start without it. When netdevs cannot
+        reach pods now (NRI not connected), refuse the prepare; the kubelet retries."""
+        movable = [d for d in devices if moves_netdev(d)]
+        if not movable:
+            return
+        if self.s.netdev_attach == "cdi":
+            for d in movable:
+                set_fields = [k for k in ("ips", "ipam", "routes", "mtu", "mac") if k in d.config]
+                if set_fields:
+                    raise ClaimError(f"claim {ref} device {d.device}: {', '.join(set_fields)} need "
+                                     f"--netdev-attach nri (with cdi the runtime only moves and renames the netdev)")
+        problem = self.network.unavailable() if self.s.netdev_attach == "nri" and self.network else None
+        if problem:
+            raise ClaimError(f"claim {ref}: device(s) {', '.join(d.device for d in movable)} cannot be attached "
+                             f"to the pod: {problem}")
+
+    def _name_for_cdi(self, pods: list[str], devices: list[PreparedDevice]) -> None:
+        """With CDI netDevices the pod-side name is fixed at prepare: pick it now, clear of the names
+        this pod's other claims already got."""
+        taken = {d.if_name for r in self.records.values() if set(r.pods) & set(pods) for d in r.devices if d.if_name}
+        movable = [d for d in devices if moves_netdev(d)]
+        for d, name in zip(movable, pick_names([d.config.get("ifName") for d in movable], taken), strict=True):
+            d.if_name = name
 
     def _device_for(self, alloc: Allocation, result: Result, by_name: dict[str, DraDevice]) -> DraDevice:
         where = f"claim {alloc.claim} request {result.request!r} device {result.device!r}"
@@ -241,23 +318,28 @@ class Driver:
 
     def _plan(self, ref: ClaimRef, result: Result, dev: DraDevice, config: VfConfig | IbConfig,
               env_index: int | None) -> PreparedDevice:
-        return PreparedDevice(
+        name = cdi.device_name(dev.name, ref.uid)
+        p = PreparedDevice(
             request=result.base_request, pool=result.pool, device=dev.name, pci_address=dev.pci_address,
-            cdi_ids=[f"{self.kind}={cdi.device_name(dev, ref.uid)}"], config=config.to_dict(), port=dev.port,
+            cdi_ids=[f"{self.kind}={name}"], config=config.to_dict(), port=dev.port,
             rdma_device=dev.rdma_device, netdev=dev.netdev, admin_access=result.admin_access,
-            share_id=result.share_id, attributes=dict(dev.attributes), env_index=env_index)
+            share_id=result.share_id, attributes=dict(dev.attributes), env_index=env_index,
+            original_driver=pci.current_driver(self.s.paths, dev.pci_address) if _rebinds(config) else None)
+        if self.s.netdev_attach == "cdi" and moves_netdev(p):
+            p.cdi_ids.append(f"{cdi.NETDEV_KINDS[self.s.driver]}={name}")
+        return p
 
     # --- unprepare -----------------------------------------------------------------------
 
     def unprepare(self, refs: list[ClaimRef]) -> dict[str, str | None]:
         """One error (or None) per claim UID; unknown claims succeed."""
         out: dict[str, str | None] = {}
-        with self._serialized():
+        with self.serialized():
             for ref in refs:
                 try:
                     self._unprepare_one(ref)
                     out[ref.uid] = None
-                except (OSError, cdi.CdiError) as e:
+                except (OSError, cdi.CdiError, pci.PciBindError, DeviceError) as e:
                     out[ref.uid] = f"claim {ref}: unprepare failed: {e}"
                 except Exception as e:  # noqa: BLE001 - a bug must cost one claim, not the batch
                     log.exception("claim %s: unprepare failed", ref)
@@ -277,16 +359,22 @@ class Driver:
             return
         rec.state = UNPREPARING
         rec.updated = time.time()
-        self._save()
+        self.save()
         faults.point("unprepare.after-intent")
         self._undo(rec)
         del self.records[ref.uid]
-        self._save()
+        self.save()
 
     def _undo(self, rec: ClaimRecord) -> None:
-        """Reverse everything prepare did for this record (idempotent)."""
-        if rec.cdi_spec:
-            cdi.remove_spec(self.s.cdi_dir, rec.cdi_spec)
+        """Reverse everything prepare (and attach) did for this record, last step first (idempotent).
+        A device that cannot be brought home raises DeviceError and the record stays (retried)."""
+        if rec.attached() and self.network:
+            self.network.detach_claim(self, rec)
+        for name in rec.specs:
+            cdi.remove_spec(self.s.cdi_dir, name)
+        for d in rec.devices:
+            if rebinds(d.config.get("driver")):
+                pci.restore(self.s.paths, d.pci_address, d.original_driver)
 
     # --- queries -------------------------------------------------------------------------
 
@@ -311,3 +399,19 @@ class Driver:
                                                   pci_address=p.pci_address, port=p.port,
                                                   rdma_device=p.rdma_device, netdev=p.netdev)
         return sorted(devices.values(), key=lambda d: d.name)
+
+
+def rebinds(driver: str | None) -> bool:
+    """Does VfConfig.driver move the VF to another kernel driver (vfio-pci for DPDK, ...)?
+    "default" keeps the driver the VF has."""
+    return driver not in (None, "", "default")
+
+
+def moves_netdev(d: PreparedDevice) -> bool:
+    """Does the device's netdev go into the pod? Not for vfio (no netdev), not for admin access
+    (it observes a device, it does not take it)."""
+    return bool(d.netdev) and not rebinds(d.config.get("driver")) and not d.admin_access
+
+
+def _rebinds(config: VfConfig | IbConfig) -> bool:
+    return isinstance(config, VfConfig) and rebinds(config.driver)

@@ -23,12 +23,14 @@ MAX_ATTEMPTS = 8
 
 
 def ready_entry(driver: str, pool: str, device: str, data: dict, share_id: str | None = None,
-                network: dict | None = None, message: str = "prepared by sriovdra") -> dict:
-    """An AllocatedDeviceStatus with a Ready condition."""
+                network: dict | None = None, message: str = "prepared by sriovdra",
+                extra_conditions: list[tuple[str, str, str]] = ()) -> dict:
+    """An AllocatedDeviceStatus with a Ready condition, plus (type, reason, message) True conditions."""
     now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    conditions = [("Ready", "Prepared", message), *extra_conditions]
     entry = {"driver": driver, "pool": pool, "device": device, "data": data,
-             "conditions": [{"type": "Ready", "status": "True", "reason": "Prepared", "message": message,
-                             "lastTransitionTime": now}]}
+             "conditions": [{"type": t, "status": "True", "reason": r, "message": m, "lastTransitionTime": now}
+                            for t, r, m in conditions]}
     if share_id is not None:
         entry["shareID"] = share_id
     if network:

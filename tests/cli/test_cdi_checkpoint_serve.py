@@ -54,7 +54,7 @@ def test_cdi_generate_rejects_bad_config_naming_the_field(demo_hosts, tmp_path):
 def _record(uid="uid-1"):
     return ClaimRecord(ClaimRef("default", "c1", uid), PREPARED,
                        [PreparedDevice("vf", "node1", "vf-0000-3b-00-2", "0000:3b:00.2", ["x/vf=y"], {"mtu": 9000})],
-                       cdi_spec="x.json", updated=1.0)
+                       specs={"x.json": None}, updated=1.0)
 
 
 def test_checkpoint_show(tmp_path):

@@ -5,28 +5,18 @@ from __future__ import annotations
 import json
 import os
 import signal
-import time
 
 import grpc
 import pytest
 
 from sriovdra.model import IB_DRIVER, SRIOV_DRIVER
 from tests.conftest import eth_pf, ib_pf
+from tests.support.waiting import wait
 from tests.support.claims import SEED_IB_CONFIG, allocated_claim, ref, vf_config
 
 HOST = {"host": {"modules": ["mlx5_core", "mlx5_ib", "ib_uverbs", "rdma_ucm", "vfio_pci"]},
         "pfs": [eth_pf(vfs={"total": 8, "count": 4, "offset": 2}), ib_pf()]}
 VF = ["vf-0000-3b-00-2", "vf-0000-3b-00-3", "vf-0000-3b-00-4", "vf-0000-3b-00-5"]
-
-
-def wait(predicate, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture

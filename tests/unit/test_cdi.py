@@ -61,3 +61,23 @@ def test_write_is_atomic_and_refuses_invalid_specs(tmp_path):
         cdi.write_spec(str(tmp_path), "y.json", cdi.Spec("a.io/b", [cdi.CdiDevice("d", cdi.Edits())]))
     assert os.listdir(tmp_path) == ["x.json"]
     assert cdi.remove_spec(str(tmp_path), "x.json") and not cdi.remove_spec(str(tmp_path), "x.json")
+
+
+def test_netdev_spec_is_its_own_1_1_0_file():
+    """--netdev-attach cdi: the netDevices edits live in a separate kind, so a runtime that cannot
+    read cdiVersion 1.1.0 drops only that file, never the env/device-node spec."""
+    spec = cdi.netdev_spec("sriovnetwork.openshift.io", "uid-1",
+                           [("vf-0000-3b-00-2", "ens1f0v0", "net1"), ("vf-0000-3b-00-3", "ens1f0v1", "net2")])
+    data = spec.to_json()
+    assert data["kind"] == "sriovnetwork.openshift.io/netdev" and data["cdiVersion"] == "1.1.0"
+    assert data["devices"][0] == {"name": "vf-0000-3b-00-2-uid-1", "containerEdits": {
+        "netDevices": [{"hostInterfaceName": "ens1f0v0", "name": "net1"}]}}
+    assert cdi.validate(data) == []
+    assert cdi.spec_file_name(cdi.NETDEV_KINDS["sriovnetwork.openshift.io"], "uid-1") \
+        != cdi.spec_file_name(cdi.CDI_KINDS["sriovnetwork.openshift.io"], "uid-1")
+
+
+def test_netdev_names_must_be_unique_within_an_edit_set():
+    data = {"cdiVersion": "1.1.0", "kind": "a.io/netdev", "devices": [{"name": "d", "containerEdits": {
+        "netDevices": [{"hostInterfaceName": "e1", "name": "net1"}, {"hostInterfaceName": "e2", "name": "net1"}]}}]}
+    assert cdi.validate(data) == ["device 'd': netDevices name must be set and unique"]

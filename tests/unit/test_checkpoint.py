@@ -10,8 +10,9 @@ from sriovdra.claim import ClaimRef
 def _records():
     dev = PreparedDevice("vf", "node1", "vf-0000-3b-00-2", "0000:3b:00.2", ["k/vf=x"], {"mtu": 9000},
                          attributes={"vfID": 0})
-    return {"u1": ClaimRecord(ClaimRef("default", "c1", "u1"), PREPARED, [dev], cdi_spec="s.json", pods=["p1"],
-                              updated=5.0)}
+    return {"u1": ClaimRecord(ClaimRef("default", "c1", "u1"), PREPARED, [dev],
+                              specs={"s.json": {"cdiVersion": "0.3.0"}},
+                              pods=["p1"], updated=5.0)}
 
 
 def test_round_trip(tmp_path):
@@ -45,10 +46,11 @@ def test_rolling_update_twin_publishes_what_the_other_prepared(tmp_path, demo_in
     """Both instances of a rolling-update pair must publish the same slices: published() reads
     the shared checkpoint, not only the records this process last loaded."""
     from sriovdra.driver.core import Driver, DriverSettings
+    from sriovdra.host.paths import HostPaths
 
     inv = demo_inventories["ethernet-baremetal"]
     settings = DriverSettings("sriovnetwork.openshift.io", "node1", str(tmp_path / "cdi"), str(tmp_path / "cp.json"),
-                              lambda p: p, serialize_lock=str(tmp_path / "serialize.lock"))
+                              HostPaths(), serialize_lock=str(tmp_path / "serialize.lock"))
     twin = Driver(settings, lambda: inv, claims=None)
     snapshot = dict(inv.dra_devices()[0].attributes, rdmaCapable=True, frozen=1)
     dev = PreparedDevice("vf", "node1", inv.dra_devices()[0].name, "0000:3b:00.2", ["k/vf=x"], {},

@@ -1,0 +1,325 @@
+"""Prepared devices into pods and back: what happens at the runtime's pod-sandbox events.
+
+Prepare runs before the pod's network namespace exists, so the netdev moves when the runtime
+creates the sandbox (NRI RunPodSandbox) and comes home when it stops it. The NRI adapter calls
+these methods; this module knows no protocol, only the drivers' records and the host layer.
+
+Every step is checkpointed before it touches the host: an Attachment in state ATTACHING is written
+first and ATTACHED after the last step, so a crash at any point leaves enough in the checkpoint
+to undo what was done (at Synchronize after a restart, or at unprepare).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from typing import Protocol
+
+from sriovdra.checkpoint import ATTACHED, PREPARED, Attachment, ClaimRecord, PreparedDevice
+from sriovdra.driver.core import DeviceError, Driver, moves_netdev
+from sriovdra.driver.ifnames import pick_names
+from sriovdra.model import Inventory
+
+log = logging.getLogger(__name__)
+
+# VfConfig fields applied on the PF (IFLA_VFINFO_LIST), with the keyword the host layer takes
+_VF_SETTINGS = {"vlan": "vlan", "vlanQoS": "qos", "vlanProto": "proto", "spoofChk": "spoofchk", "trust": "trust",
+                "linkState": "link_state", "minTxRate": "min_rate", "maxTxRate": "max_rate"}
+
+
+class PodSandbox(Protocol):
+    """What the runtime tells about a pod (sriovdra.nri.plugin.Pod has these)."""
+
+    id: str
+    uid: str
+    name: str
+    namespace: str
+    netns: str | None
+
+
+@dataclass(frozen=True)
+class NetworkSettings:
+    cni_bin_dirs: tuple[str, ...] = ("/opt/cni/bin",)
+    rdma_exclusive: bool = False  # RDMA devices follow their netdev into the pod
+    root_netns: str = "/proc/self/ns/net"  # where devices come home to (/proc/1/ns may be unreadable)
+
+
+@dataclass
+class _Slot:
+    driver: Driver
+    rec: ClaimRecord
+    dev: PreparedDevice
+
+
+class AttachError(DeviceError):
+    pass
+
+
+class PodNetwork:
+    def __init__(self, settings: NetworkSettings, inventory: Callable[[], Inventory],
+                 on_attached: Callable[[Driver, ClaimRecord], None] | None = None) -> None:
+        from sriovdra.host.netlink import Netlink  # pyroute2: only when serving pods
+
+        self.s = settings
+        self.inventory = inventory
+        self.on_attached = on_attached
+        self.drivers: list[Driver] = []
+        self.netlink = Netlink(settings.root_netns)
+        self.link_problem: Callable[[], str | None] = lambda: None  # set by whoever connects to the runtime
+        self._lock = threading.RLock()
+
+    # --- hooks for the claim lifecycle (sriovdra.driver.core.NetworkHooks) -------------------
+
+    def unavailable(self) -> str | None:
+        return self.link_problem()
+
+    def detach_claim(self, driver: Driver, rec: ClaimRecord) -> None:
+        """Unprepare of a claim still in a pod (its StopPodSandbox was missed): bring it home."""
+        for dev in rec.attached():
+            self._detach(_Slot(driver, rec, dev), None, strict=True)
+
+    # --- runtime events ----------------------------------------------------------------------
+
+    def run_pod_sandbox(self, pod: PodSandbox) -> None:
+        """Move every prepared netdev of the pod in; all or nothing. Raises AttachError naming the
+        claim and device (the runtime then fails the pod and the kubelet retries)."""
+        with self._all_drivers():
+            slots = self._pod_slots(pod.uid)
+            if not slots:
+                return
+            if pod.netns is None:
+                log.info("pod %s/%s uses the host network: its devices stay in the host netns",
+                         pod.namespace, pod.name)
+                return
+            self._attach_pod(pod, slots)
+
+    def stop_pod_sandbox(self, pod: PodSandbox) -> None:
+        """Bring the pod's devices home. Never fails the teardown: what cannot be brought home now
+        stays recorded and is retried at RemovePodSandbox, Synchronize and unprepare."""
+        with self._all_drivers():
+            for slot in self._attached_to(pod.uid):
+                try:
+                    self._detach(slot, pod.netns, strict=True)
+                except DeviceError as e:
+                    log.error("pod %s/%s: %s (will retry)", pod.namespace, pod.name, e)
+
+    remove_pod_sandbox = stop_pod_sandbox
+
+    def ensure_attached(self, pod: PodSandbox) -> None:
+        """CreateContainer: a pod whose RunPodSandbox we missed (plugin reconnecting) gets its
+        devices before its first container starts."""
+        with self._all_drivers():
+            slots = self._pod_slots(pod.uid)
+            if pod.netns and any(s.dev.attachment is None for s in slots):
+                log.info("pod %s/%s: devices not attached yet (RunPodSandbox missed), attaching now",
+                         pod.namespace, pod.name)
+                self._attach_pod(pod, slots)
+
+    def synchronize(self, pods: list[PodSandbox]) -> None:
+        """After (re)connecting: devices of pods that are gone come home, half-done attachments
+        are redone, and running pods that should have our devices but do not get them now."""
+        live = {p.uid: p for p in pods}
+        with self._all_drivers():
+            for slot in self._attached_to(None):
+                att = slot.dev.attachment
+                gone = att.pod not in live
+                if gone or att.state != ATTACHED:
+                    log.info("device %s: %s pod %s", slot.dev.device,
+                             "bringing it home from vanished" if gone else "redoing the interrupted attach to",
+                             att.pod_name)
+                    try:
+                        self._detach(slot, None if gone else live[att.pod].netns, strict=True)
+                    except DeviceError as e:
+                        log.error("%s (will retry)", e)
+            for pod in pods:
+                slots = self._pod_slots(pod.uid)
+                if pod.netns and any(s.dev.attachment is None for s in slots):
+                    try:
+                        self._attach_pod(pod, slots)
+                    except DeviceError as e:
+                        log.error("running pod %s/%s stays without its devices: %s", pod.namespace, pod.name, e)
+
+    # --- the work ------------------------------------------------------------------------------
+
+    @contextmanager
+    def _all_drivers(self) -> Iterator[None]:
+        with self._lock, ExitStack() as stack:
+            for d in sorted(self.drivers, key=lambda d: d.s.driver):
+                stack.enter_context(d.serialized())
+            yield
+
+    def _pod_slots(self, pod_uid: str) -> list[_Slot]:
+        """The pod's prepared devices that go into its netns, in a stable order."""
+        out = []
+        for driver in self.drivers:
+            for rec in driver.records.values():
+                if rec.state != PREPARED or pod_uid not in rec.pods:
+                    continue
+                for dev in rec.devices:
+                    if self._moves(dev):
+                        out.append(_Slot(driver, rec, dev))
+        return sorted(out, key=lambda s: (s.rec.claim.namespace, s.rec.claim.name, s.dev.request, s.dev.device))
+
+    def _moves(self, dev: PreparedDevice) -> bool:
+        rdma_only = self.s.rdma_exclusive and dev.rdma_device and not dev.netdev  # an IB port without IPoIB
+        return moves_netdev(dev) or bool(rdma_only and not dev.admin_access)
+
+    def _attached_to(self, pod_uid: str | None) -> list[_Slot]:
+        return [_Slot(d, r, dev) for d in self.drivers for r in d.records.values() for dev in r.devices
+                if dev.attachment and (pod_uid is None or dev.attachment.pod == pod_uid)]
+
+    def _attach_pod(self, pod: PodSandbox, slots: list[_Slot]) -> None:
+        for s in slots:
+            att = s.dev.attachment
+            if att and att.pod != pod.uid:
+                raise AttachError(f"pod {pod.namespace}/{pod.name}: claim {s.rec.claim} device {s.dev.device} is "
+                                  f"in pod {att.pod_name}; a network device can be in one pod at a time")
+        todo = [s for s in slots if s.dev.attachment is None]
+        taken = {s.dev.attachment.if_name for s in slots if s.dev.attachment}
+        names = pick_names([s.dev.if_name or s.dev.config.get("ifName") for s in todo], taken)
+        done: list[_Slot] = []
+        try:
+            for slot, name in zip(todo, names, strict=True):
+                self._attach(slot, pod, name)
+                done.append(slot)
+        except DeviceError:
+            for slot in reversed(done):
+                try:
+                    self._detach(slot, pod.netns, strict=True)
+                except DeviceError as e:
+                    log.error("rollback: %s", e)
+            raise
+        if self.on_attached:
+            for driver, rec in {s.rec.claim.uid: (s.driver, s.rec) for s in todo}.values():
+                self.on_attached(driver, rec)
+
+    def _attach(self, slot: _Slot, pod: PodSandbox, name: str) -> None:
+        from sriovdra.host.netlink import AttachRequest, NetlinkError
+
+        dev, cfg = slot.dev, slot.dev.config
+        where = f"pod {pod.namespace}/{pod.name}: claim {slot.rec.claim} device {dev.device}"
+        att = Attachment(pod=pod.uid, sandbox=pod.id, netns=pod.netns, pod_name=f"{pod.namespace}/{pod.name}",
+                         if_name=name)
+        try:
+            if dev.netdev:
+                att.original = self.netlink.snapshot(dev.netdev).to_dict()
+            dev.attachment = att
+            slot.driver.save()  # intent: from here a crash is undone from the checkpoint
+            self._vf_settings(slot, att)
+            ips, routes = list(cfg.get("ips") or []), [(r["dst"], r.get("gw")) for r in cfg.get("routes") or []]
+            if cfg.get("ipam"):
+                got = self._ipam_add(slot, pod, att, cfg["ipam"])
+                ips += got.ips
+                routes += [(dst, gw or got.gateway) for dst, gw in got.routes]  # CNI: no gw = the IP's gateway
+            if dev.netdev:
+                a = self.netlink.attach(pod.netns, AttachRequest(
+                    host_name=dev.netdev, pod_name=name, mtu=cfg.get("mtu"), mac=cfg.get("mac"),
+                    ips=tuple(ips), routes=tuple(routes)))
+                att.ifindex, att.mac, att.mtu, att.ips = a.ifindex, a.mac, a.mtu, list(a.ips)
+            if self.s.rdma_exclusive and dev.rdma_device:
+                self._rdma_move(dev.rdma_device, pod.netns, into=True)
+                att.rdma = dev.rdma_device
+            att.state = ATTACHED
+            slot.driver.save()
+        except (NetlinkError, DeviceError, OSError) as e:
+            if dev.attachment is not None:
+                try:
+                    self._detach(slot, pod.netns, strict=False)
+                except DeviceError as undo:
+                    log.error("%s: rollback incomplete: %s", where, undo)
+            raise AttachError(f"{where}: {e}") from None
+        log.info("%s: %s is %s in the pod", where, dev.netdev or dev.rdma_device, name)
+
+    def _detach(self, slot: _Slot, netns: str | None, strict: bool) -> None:
+        """Undo an attachment, last step first; the record is dropped only when everything is home.
+        strict=False (rolling back a failed attach) drops it anyway: nothing further can be done."""
+        from sriovdra.host.netlink import LinkSnapshot, NetlinkError
+
+        att = slot.dev.attachment
+        netns = netns or att.netns
+        if netns and not os.path.exists(netns):
+            netns = None  # the pod's netns is gone: physical devices are back in the root netns
+        where = f"claim {slot.rec.claim} device {slot.dev.device} (pod {att.pod_name})"
+        try:
+            if att.rdma:
+                self._rdma_home(att.rdma, netns)
+            if att.original:
+                outcome = self.netlink.detach(netns, att.if_name, LinkSnapshot.from_dict(att.original), att.ifindex)
+                if outcome == "missing":
+                    log.warning("%s: netdev %s is gone (destroyed with the pod's netns?)", where,
+                                att.original["name"])
+            if att.ipam:
+                self._ipam_del(slot, att)
+            if att.vf_original is not None:
+                self.netlink.set_vf(att.pf, att.vf, **att.vf_original)
+        except (NetlinkError, DeviceError, OSError) as e:
+            if strict:
+                raise DeviceError(f"{where}: cannot bring it home: {e}") from None
+            log.error("%s: %s", where, e)
+        slot.dev.attachment = None
+        slot.driver.save()
+
+    def _vf_settings(self, slot: _Slot, att: Attachment) -> None:
+        wanted = {kw: slot.dev.config[key] for key, kw in _VF_SETTINGS.items() if key in slot.dev.config}
+        if not wanted:
+            return
+        inv = self.inventory()
+        fn = inv.function(slot.dev.pci_address)
+        parent = inv.parent(fn) if fn else None
+        uplink = parent.uplink() if parent else None
+        if fn is None or fn.vf_index is None or uplink is None:
+            raise AttachError(f"{', '.join(sorted(wanted))} are set through the PF, and VF {slot.dev.pci_address} "
+                              f"has no PF netdev on this node (passthrough VF?)")
+        att.pf, att.vf = uplink.name, fn.vf_index
+        keep = set(wanted) | ({"vlan", "qos", "proto"} if {"vlan", "qos", "proto"} & set(wanted) else set())
+        att.vf_original = {k: v for k, v in self.netlink.vf_settings(att.pf, att.vf).items() if k in keep}
+        slot.driver.save()
+        self.netlink.set_vf(att.pf, att.vf, **wanted)
+
+    def _ipam_add(self, slot: _Slot, pod: PodSandbox, att: Attachment, ipam: dict):
+        from sriovdra.host.ipam import IpamError, ipam_add
+
+        att.ipam = ipam
+        slot.driver.save()  # before the plugin runs: a crash must still release the address
+        try:
+            return ipam_add(list(self.s.cni_bin_dirs), ipam, container_id=pod.id, netns=pod.netns,
+                            ifname=att.if_name, args=_cni_args(pod))
+        except IpamError as e:
+            raise AttachError(f"IPAM: {e}") from None
+
+    def _ipam_del(self, slot: _Slot, att: Attachment) -> None:
+        from sriovdra.host.ipam import IpamError, ipam_del
+
+        try:
+            ipam_del(list(self.s.cni_bin_dirs), att.ipam, container_id=att.sandbox, netns=att.netns,
+                     ifname=att.if_name)
+        except IpamError as e:
+            raise DeviceError(f"IPAM release: {e}") from None
+
+    def _rdma_move(self, rdma: str, netns: str, into: bool) -> None:
+        from sriovdra.host.rdma import RdmaError, RdmaNetlink
+
+        try:
+            fd = os.open(netns if into else self.s.root_netns, os.O_RDONLY)
+            try:
+                source = RdmaNetlink() if into else RdmaNetlink.in_netns(netns)
+                with source as nl:
+                    nl.move(rdma, fd)
+            finally:
+                os.close(fd)
+        except RdmaError as e:
+            raise DeviceError(str(e)) from None
+
+    def _rdma_home(self, rdma: str, netns: str | None) -> None:
+        if netns is None:
+            return  # the kernel returns RDMA devices to the root netns when their netns dies
+        self._rdma_move(rdma, netns, into=False)
+
+
+def _cni_args(pod: PodSandbox) -> dict[str, str]:
+    return {"IgnoreUnknown": "true", "K8S_POD_NAMESPACE": pod.namespace, "K8S_POD_NAME": pod.name,
+            "K8S_POD_INFRA_CONTAINER_ID": pod.id, "K8S_POD_UID": pod.uid}

@@ -1,0 +1,165 @@
+"""PCI driver rebinding: hand a function to another kernel driver (vfio-pci) and give it back.
+
+The kernel's procedure, through sysfs: name the wanted driver in driver_override, unbind from
+the current driver, bind, clear driver_override, check the driver link. The override goes first
+so that a reprobe racing with us (udev, drivers_autoprobe) can only pick the wanted driver; it
+is also what lets vfio-pci, which has no ID table, match at all. Any failure after the first
+change rolls the function back to the driver it had.
+
+A fake host tree (MARKER on its sysfs root) has no kernel behind its files: the same writes go
+through sriovdra.fakehost.FakeKernel, which plays the kernel's part.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable
+
+from sriovdra.host.discovery import BDF
+from sriovdra.host.paths import HostPaths
+
+FAKE_MARKER = ".sriovdra-fakehost"  # sriovdra.fakehost.MARKER, spelled out so real hosts never import fakehost
+PCI_DEVICES = "bus/pci/devices"
+PCI_DRIVERS = "bus/pci/drivers"
+_DRIVER_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+Writer = Callable[[str, str], None]  # (absolute sysfs path, value)
+
+
+class PciBindError(Exception):
+    """A rebind step failed; the message names the function, the step and what was undone."""
+
+
+def current_driver(paths: HostPaths, bdf: str) -> str | None:
+    """The driver the function is bound to, None when unbound."""
+    link = os.path.join(_device_dir(paths, bdf), "driver")
+    try:
+        return os.path.basename(os.readlink(link))
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        raise PciBindError(f"{bdf}: read {link}: {e.strerror}") from None
+
+
+def bind(paths: HostPaths, bdf: str, driver: str) -> str | None:
+    """Bind the function to driver; returns the driver it had (None: unbound). A no-op when already bound."""
+    original = current_driver(paths, bdf)
+    if original == driver:
+        return original
+    what = f"{bdf}: bind to {driver}"
+    _require_driver(paths, driver, what)  # before any change: nothing to roll back
+    write = _writer(paths)
+    try:
+        _switch(paths, write, bdf, original, driver)
+    except PciBindError as e:
+        raise PciBindError(f"{what}: {e}; {_roll_back(paths, bdf, original)}") from None
+    return original
+
+
+def restore(paths: HostPaths, bdf: str, original: str | None) -> None:
+    """Put the function back on original (None: leave it unbound). Idempotent."""
+    now = current_driver(paths, bdf)
+    dev = _device_dir(paths, bdf)
+    write = _writer(paths)
+    what = f"{bdf}: restore to {original or 'no driver'}"
+    try:
+        if now == original:
+            if _override(dev) is not None:  # left behind by an interrupted bind
+                _write(write, os.path.join(dev, "driver_override"), "\n")
+            return
+        if original is None:
+            _write(write, os.path.join(dev, "driver", "unbind"), bdf)
+            _write(write, os.path.join(dev, "driver_override"), "\n")
+            _verify(paths, bdf, None)
+            return
+        _require_driver(paths, original, what)
+        _switch(paths, write, bdf, now, original)
+    except PciBindError as e:
+        raise PciBindError(f"{what}: {e}") from None
+
+
+# --- steps ---------------------------------------------------------------------------------
+
+
+def _switch(paths: HostPaths, write: Writer, bdf: str, current: str | None, driver: str) -> None:
+    """The kernel procedure from current (bound or not) to driver; raises naming the step."""
+    dev = _device_dir(paths, bdf)
+    _write(write, os.path.join(dev, "driver_override"), driver)
+    if current is not None:
+        _write(write, os.path.join(dev, "driver", "unbind"), bdf)
+    try:
+        _write(write, os.path.join(paths.sysfs, PCI_DRIVERS, driver, "bind"), bdf)
+    except PciBindError:
+        if current_driver(paths, bdf) != driver:  # a racing reprobe may have bound it already
+            raise
+    _write(write, os.path.join(dev, "driver_override"), "\n")  # a lone newline clears it
+    _verify(paths, bdf, driver)
+
+
+def _roll_back(paths: HostPaths, bdf: str, original: str | None) -> str:
+    """Undo a failed bind; says how that went, for the error message."""
+    try:
+        restore(paths, bdf, original)
+    except PciBindError as e:
+        return f"rolling back failed too: {e}"
+    return f"rolled back to {original or 'no driver'}"
+
+
+def _verify(paths: HostPaths, bdf: str, driver: str | None) -> None:
+    now = current_driver(paths, bdf)
+    if now != driver:
+        raise PciBindError(f"verify: bound to {now or 'no driver'} instead of {driver or 'no driver'}")
+
+
+def _require_driver(paths: HostPaths, driver: str, what: str) -> None:
+    if not _DRIVER_NAME.match(driver):
+        raise PciBindError(f"{what}: {driver!r} is not a driver name")
+    path = os.path.join(paths.sysfs, PCI_DRIVERS, driver)
+    if not os.path.isdir(path):
+        raise PciBindError(f"{what}: {path} does not exist (is the {driver} module loaded?)")
+
+
+def _device_dir(paths: HostPaths, bdf: str) -> str:
+    if not BDF.match(bdf):
+        raise PciBindError(f"{bdf!r}: not a PCI address like 0000:3b:00.2")
+    path = os.path.join(paths.sysfs, PCI_DEVICES, bdf)
+    if not os.path.isdir(path):
+        raise PciBindError(f"{bdf}: no such PCI device ({path} does not exist)")
+    return path
+
+
+def _override(dev: str) -> str | None:
+    try:
+        with open(os.path.join(dev, "driver_override")) as f:
+            value = f.read().strip()
+    except OSError:
+        return None
+    return None if value in ("", "(null)") else value
+
+
+def _write(write: Writer, path: str, value: str) -> None:
+    try:
+        write(path, value)
+    except OSError as e:
+        shown = value.strip() or "a newline"
+        raise PciBindError(f"write {shown} to {path}: {e.strerror or e}") from None
+
+
+def _writer(paths: HostPaths) -> Writer:
+    """Real sysfs, or the fake kernel for a fake host tree (its marker on the sysfs root)."""
+    if os.path.exists(os.path.join(paths.sysfs, FAKE_MARKER)):
+        from sriovdra.fakehost import FakeKernel  # test and demo trees only
+
+        return FakeKernel(paths.sysfs, paths.dev).write
+    return _write_sysfs
+
+
+def _write_sysfs(path: str, value: str) -> None:
+    # One write() per attribute: sysfs takes the value of the first write and no O_CREAT,
+    # so a missing attribute is ENOENT rather than a new file.
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)

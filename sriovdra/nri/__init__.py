@@ -1,0 +1,1 @@
+"""NRI (Node Resource Interface) plugin: pod and container lifecycle events from the container runtime."""
