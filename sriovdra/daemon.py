@@ -13,7 +13,7 @@ import os
 import threading
 from dataclasses import dataclass
 
-from sriovdra.checkpoint import ClaimRecord, PreparedDevice
+from sriovdra.checkpoint import ATTACHED, ClaimRecord, PreparedDevice
 from sriovdra.driver.core import Driver, DriverSettings
 from sriovdra.host.discovery import discover
 from sriovdra.host.paths import HostPaths
@@ -220,7 +220,7 @@ class _NriBridge:
 def _status_entry(driver: str, d: PreparedDevice) -> dict:
     """status.devices[] of one device; with networkData and the network conditions once it is in a pod."""
     att = d.attachment
-    if att is None or att.state != "attached":
+    if att is None or att.state != ATTACHED:
         return ready_entry(driver, d.pool, d.device, {"config": d.config}, d.share_id)
     network = {"interfaceName": att.if_name, "ips": list(att.ips)}
     if att.mac:
