@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from sriovdra.checkpoint import ATTACHED, ClaimRecord, PreparedDevice
 from sriovdra.driver.core import Driver, DriverSettings
 from sriovdra.host.discovery import discover
+from sriovdra.host.ipam import DEFAULT_CNI_BIN_DIRS
 from sriovdra.host.paths import HostPaths
 from sriovdra.host.runtime_config import NRI_SOCKET
 from sriovdra.kube.claims import ApiClaimSource
@@ -39,11 +40,11 @@ class ServeOptions:
     pod_uid: str | None = None  # rolling-update socket layout
     rescan_seconds: float = 15.0
     health_resend_seconds: float = 10.0
-    netdev_attach: str = "nri"  # see sriovdra.driver.core.ATTACH_MODES
+    netdev_attach: str = "nri"  # see sriovdra.driver.core.DriverSettings
     nri_socket: str = NRI_SOCKET
     nri_plugin_name: str = "sriovdra"
     nri_plugin_index: str = "50"
-    cni_bin_dirs: tuple[str, ...] = ("/opt/cni/bin",)
+    cni_bin_dirs: tuple[str, ...] = DEFAULT_CNI_BIN_DIRS
     nri_wait_seconds: float = 2.0  # at start, before registering with the kubelet
 
 
@@ -128,7 +129,7 @@ class Service:
         from sriovdra.nri.plugin import NriPlugin
 
         o = self.opts
-        self.nri = NriPlugin(o.nri_socket, _NriBridge(self.network), name=o.nri_plugin_name, index=o.nri_plugin_index)
+        self.nri = NriPlugin(o.nri_socket, self.network, name=o.nri_plugin_name, index=o.nri_plugin_index)
         self.network.link_problem = self._nri_problem
         self.nri.start()
         if not self.nri.connected.wait(o.nri_wait_seconds):
@@ -192,29 +193,6 @@ class Service:
             self.nri.stop()  # after the kubelet plugins: no prepare waits on it any more
         if self._rescan.is_alive():
             self._rescan.join(10)
-
-
-class _NriBridge:
-    """The NRI plugin's handlers, delivered to the pod network (the adapters meet only here)."""
-
-    def __init__(self, network) -> None:
-        self.network = network
-
-    def synchronize(self, pods) -> None:
-        self.network.synchronize(pods)
-
-    def run_pod_sandbox(self, pod) -> None:
-        self.network.run_pod_sandbox(pod)
-
-    def stop_pod_sandbox(self, pod) -> None:
-        self.network.stop_pod_sandbox(pod)
-
-    def remove_pod_sandbox(self, pod) -> None:
-        self.network.remove_pod_sandbox(pod)
-
-    def create_container(self, pod, container):
-        self.network.ensure_attached(pod)
-        return None
 
 
 def _status_entry(driver: str, d: PreparedDevice) -> dict:

@@ -12,6 +12,7 @@ import stat
 from dataclasses import dataclass
 
 from sriovdra.host.discovery import DiscoveryError, discover
+from sriovdra.host.ipam import DEFAULT_CNI_BIN_DIRS
 from sriovdra.host.paths import HostPaths
 from sriovdra.host.runtime_config import CONTAINERD_CONFIG, RuntimeConfig, read_runtimes
 from sriovdra.host.sysfs import Sysfs
@@ -40,7 +41,7 @@ class DoctorOptions:
     kubelet_root_dir: str = DEFAULT_KUBELET_ROOT
     cdi_dirs: tuple[str, ...] = DEFAULT_CDI_DIRS
     containerd_config: str = CONTAINERD_CONFIG
-    cni_bin_dirs: tuple[str, ...] = ("/opt/cni/bin",)
+    cni_bin_dirs: tuple[str, ...] = DEFAULT_CNI_BIN_DIRS
 
 
 def failed(checks: list[Check]) -> bool:

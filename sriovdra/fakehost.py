@@ -29,7 +29,9 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
-MARKER = ".sriovdra-fakehost"  # at the fake root and at its sysfs root
+from sriovdra.host.paths import FAKE_HOST_MARKER
+
+MARKER = FAKE_HOST_MARKER  # at the fake root and at its sysfs root
 FAKE_KERNEL_DIR = ".sriovdra-fakekernel"  # under the sysfs root: what the fake kernel keeps
 DEFAULT_DRIVERS = "default-drivers"  # "<bdf> <driver>" lines: the driver whose ID table matches
 

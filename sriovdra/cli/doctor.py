@@ -6,7 +6,17 @@ from typing import Annotated, Optional
 
 import typer
 
-from sriovdra.cli.options import DevRoot, HostRoot, Output, OutputFormat, SysfsRoot, host_paths
+from sriovdra.cli.options import (
+    DEFAULT_CNI_BIN_DIR,
+    CniBinDir,
+    DevRoot,
+    HostRoot,
+    Output,
+    OutputFormat,
+    SysfsRoot,
+    cni_bin_dirs,
+    host_paths,
+)
 from sriovdra.cli.output import EXIT_FAILED, emit, tabulate
 from sriovdra.doctor import DEFAULT_CDI_DIRS, DEFAULT_KUBELET_ROOT, Check, DoctorOptions, failed, run_checks
 from sriovdra.host.runtime_config import CONTAINERD_CONFIG
@@ -20,9 +30,7 @@ def doctor_command(
     cdi_dir: Annotated[Optional[list[str]], typer.Option(
         help="CDI spec dir to check (repeatable); the last one is where serve writes.")] = None,
     containerd_config: Annotated[str, typer.Option(help="containerd configuration file.")] = CONTAINERD_CONFIG,
-    cni_bin_dir: Annotated[str, typer.Option(
-        envvar="SRIOVDRA_CNI_BIN_DIR", help="Colon-separated dirs of CNI IPAM plugins, as serve uses.")]
-    = "/opt/cni/bin",
+    cni_bin_dir: CniBinDir = DEFAULT_CNI_BIN_DIR,
     host_root: HostRoot = None,
     sysfs_root: SysfsRoot = None,
     dev_root: DevRoot = None,
@@ -34,7 +42,7 @@ def doctor_command(
     paths = host_paths(ctx, host_root, sysfs_root, dev_root)
     opts = DoctorOptions(kubelet_root_dir=kubelet_root_dir, cdi_dirs=tuple(cdi_dir or DEFAULT_CDI_DIRS),
                          containerd_config=containerd_config,
-                         cni_bin_dirs=tuple(d for d in cni_bin_dir.split(":") if d))
+                         cni_bin_dirs=cni_bin_dirs(cni_bin_dir))
     checks = run_checks(paths, opts)
     emit({"failed": failed(checks), "checks": [c.to_dict() for c in checks]}, output, lambda: render_table(checks))
     if failed(checks):

@@ -8,6 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from sriovdra.host.ipam import DEFAULT_CNI_BIN_DIRS
 from sriovdra.host.paths import HostPaths
 
 
@@ -28,6 +29,14 @@ DevRoot = Annotated[Optional[str], typer.Option(
     help="Where /dev lives (default <host-root>/dev, i.e. /dev).")]
 Output = Annotated[OutputFormat, typer.Option(
     "--output", "-o", help="Output format; json and yaml are stable for scripts.")]
+CniBinDir = Annotated[str, typer.Option(
+    "--cni-bin-dir", envvar="SRIOVDRA_CNI_BIN_DIR",
+    help="Colon-separated dirs of CNI IPAM plugins (VfConfig ipam).")]
+DEFAULT_CNI_BIN_DIR = ":".join(DEFAULT_CNI_BIN_DIRS)
+
+
+def cni_bin_dirs(value: str) -> tuple[str, ...]:
+    return tuple(d for d in value.split(":") if d)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,15 @@ from typing import Annotated, Optional
 
 import typer
 
-from sriovdra.cli.options import DevRoot, HostRoot, SysfsRoot, host_paths
+from sriovdra.cli.options import (
+    DEFAULT_CNI_BIN_DIR,
+    CniBinDir,
+    DevRoot,
+    HostRoot,
+    SysfsRoot,
+    cni_bin_dirs,
+    host_paths,
+)
 from sriovdra.cli.output import die
 from sriovdra.model import DRIVERS
 
@@ -100,9 +108,7 @@ def serve_command(
     = "/var/run/nri/nri.sock",
     nri_plugin_index: Annotated[str, typer.Option(
         envvar="SRIOVDRA_NRI_PLUGIN_INDEX", help="Two digits: where the plugin runs among NRI plugins.")] = "50",
-    cni_bin_dir: Annotated[str, typer.Option(
-        envvar="SRIOVDRA_CNI_BIN_DIR", help="Colon-separated dirs of CNI IPAM plugins (VfConfig ipam).")]
-    = "/opt/cni/bin",
+    cni_bin_dir: CniBinDir = DEFAULT_CNI_BIN_DIR,
     log_level: Annotated[LogLevel, typer.Option(envvar="SRIOVDRA_LOG_LEVEL")] = LogLevel.info,
     log_format: Annotated[LogFormat, typer.Option(envvar="SRIOVDRA_LOG_FORMAT")] = LogFormat.text,
     host_root: HostRoot = None,
@@ -123,7 +129,7 @@ def serve_command(
                         rescan_seconds=rescan_interval, health_resend_seconds=health_interval,
                         netdev_attach=netdev_attach.value, nri_socket=nri_socket,
                         nri_plugin_index=_plugin_index(nri_plugin_index),
-                        cni_bin_dirs=tuple(d for d in cni_bin_dir.split(":") if d))
+                        cni_bin_dirs=cni_bin_dirs(cni_bin_dir))
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())

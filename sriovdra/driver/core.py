@@ -51,11 +51,6 @@ class DeviceError(Exception):
     claim, the device and the step."""
 
 
-# How netdevs reach pods: "nri" moves them at RunPodSandbox (the default), "cdi" leaves it to the
-# runtime through CDI netDevices (cdiVersion 1.1.0), "none" does not move them (tests, vfio-only nodes).
-ATTACH_MODES = ("nri", "cdi", "none")
-
-
 class ClaimSource(Protocol):
     def get_claim(self, namespace: str, name: str) -> dict: ...
 
@@ -68,7 +63,9 @@ class DriverSettings:
     checkpoint_path: str
     paths: HostPaths  # sysfs (driver rebinding) and /dev (CDI device nodes)
     serialize_lock: str | None = None  # flock path shared with a rolling-update twin
-    netdev_attach: str = "nri"  # one of ATTACH_MODES
+    # how netdevs reach pods: "nri" moves them at RunPodSandbox, "cdi" leaves it to the runtime through
+    # CDI netDevices (cdiVersion 1.1.0), "none" does not move them (tests, vfio-only nodes)
+    netdev_attach: str = "nri"
 
 
 class NetworkHooks(Protocol):

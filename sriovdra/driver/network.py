@@ -4,6 +4,8 @@ Prepare runs before the pod's network namespace exists, so the netdev moves when
 creates the sandbox (NRI RunPodSandbox) and comes home when it stops it. The NRI adapter calls
 these methods; this module knows no protocol, only the drivers' records and the host layer.
 
+It loads pyroute2: the daemon imports it only when serving pods (--netdev-attach nri).
+
 Every step is checkpointed before it touches the host: an Attachment in state ATTACHING is written
 first and ATTACHED after the last step, so a crash at any point leaves enough in the checkpoint
 to undo what was done (at Synchronize after a restart, or at unprepare).
@@ -22,6 +24,10 @@ from typing import Protocol
 from sriovdra.checkpoint import ATTACHED, PREPARED, Attachment, ClaimRecord, PreparedDevice
 from sriovdra.driver.core import DeviceError, Driver, moves_netdev
 from sriovdra.driver.ifnames import pick_names
+from sriovdra.host.ipam import DEFAULT_CNI_BIN_DIRS, IpamError, IpamResult, ipam_add, ipam_del
+from sriovdra.host.netlink import AttachRequest, LinkSnapshot, Netlink, NetlinkError
+from sriovdra.host.netns import open_netns_fd
+from sriovdra.host.rdma import RdmaError, RdmaNetlink
 from sriovdra.model import Inventory
 
 log = logging.getLogger(__name__)
@@ -43,7 +49,7 @@ class PodSandbox(Protocol):
 
 @dataclass(frozen=True)
 class NetworkSettings:
-    cni_bin_dirs: tuple[str, ...] = ("/opt/cni/bin",)
+    cni_bin_dirs: tuple[str, ...] = DEFAULT_CNI_BIN_DIRS
     rdma_exclusive: bool = False  # RDMA devices follow their netdev into the pod
     root_netns: str = "/proc/self/ns/net"  # where devices come home to (/proc/1/ns may be unreadable)
 
@@ -62,8 +68,6 @@ class AttachError(DeviceError):
 class PodNetwork:
     def __init__(self, settings: NetworkSettings, inventory: Callable[[], Inventory],
                  on_attached: Callable[[Driver, ClaimRecord], None] | None = None) -> None:
-        from sriovdra.host.netlink import Netlink  # pyroute2: only when serving pods
-
         self.s = settings
         self.inventory = inventory
         self.on_attached = on_attached
@@ -109,9 +113,9 @@ class PodNetwork:
 
     remove_pod_sandbox = stop_pod_sandbox
 
-    def ensure_attached(self, pod: PodSandbox) -> None:
-        """CreateContainer: a pod whose RunPodSandbox we missed (plugin reconnecting) gets its
-        devices before its first container starts."""
+    def create_container(self, pod: PodSandbox, container: object = None) -> None:
+        """A pod whose RunPodSandbox we missed (plugin reconnecting) gets its devices before its
+        first container starts. No container adjustments: the devices' CDI edits come from the kubelet."""
         with self._all_drivers():
             slots = self._pod_slots(pod.uid)
             if pod.netns and any(s.dev.attachment is None for s in slots):
@@ -198,8 +202,6 @@ class PodNetwork:
                 self.on_attached(driver, rec)
 
     def _attach(self, slot: _Slot, pod: PodSandbox, name: str) -> None:
-        from sriovdra.host.netlink import AttachRequest, NetlinkError
-
         dev, cfg = slot.dev, slot.dev.config
         where = f"pod {pod.namespace}/{pod.name}: claim {slot.rec.claim} device {dev.device}"
         att = Attachment(pod=pod.uid, sandbox=pod.id, netns=pod.netns, pod_name=f"{pod.namespace}/{pod.name}",
@@ -237,8 +239,6 @@ class PodNetwork:
     def _detach(self, slot: _Slot, netns: str | None, strict: bool) -> None:
         """Undo an attachment, last step first; the record is dropped only when everything is home.
         strict=False (rolling back a failed attach) drops it anyway: nothing further can be done."""
-        from sriovdra.host.netlink import LinkSnapshot, NetlinkError
-
         att = slot.dev.attachment
         netns = netns or att.netns
         if netns and not os.path.exists(netns):
@@ -280,9 +280,7 @@ class PodNetwork:
         slot.driver.save()
         self.netlink.set_vf(att.pf, att.vf, **wanted)
 
-    def _ipam_add(self, slot: _Slot, pod: PodSandbox, att: Attachment, ipam: dict):
-        from sriovdra.host.ipam import IpamError, ipam_add
-
+    def _ipam_add(self, slot: _Slot, pod: PodSandbox, att: Attachment, ipam: dict) -> IpamResult:
         att.ipam = ipam
         slot.driver.save()  # before the plugin runs: a crash must still release the address
         try:
@@ -292,8 +290,6 @@ class PodNetwork:
             raise AttachError(f"IPAM: {e}") from None
 
     def _ipam_del(self, slot: _Slot, att: Attachment) -> None:
-        from sriovdra.host.ipam import IpamError, ipam_del
-
         try:
             ipam_del(list(self.s.cni_bin_dirs), att.ipam, container_id=att.sandbox, netns=att.netns,
                      ifname=att.if_name)
@@ -301,10 +297,8 @@ class PodNetwork:
             raise DeviceError(f"IPAM release: {e}") from None
 
     def _rdma_move(self, rdma: str, netns: str, into: bool) -> None:
-        from sriovdra.host.rdma import RdmaError, RdmaNetlink
-
         try:
-            fd = os.open(netns if into else self.s.root_netns, os.O_RDONLY)
+            fd = open_netns_fd(netns if into else self.s.root_netns)
             try:
                 source = RdmaNetlink() if into else RdmaNetlink.in_netns(netns)
                 with source as nl:

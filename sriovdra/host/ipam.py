@@ -14,6 +14,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 
+DEFAULT_CNI_BIN_DIRS = ("/opt/cni/bin",)  # where CNI plugins live on a node (libcni's default)
 _DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # A plugin binary being replaced on disk (an upgrade, a DaemonSet copying it in) cannot be executed
 # for a moment: retry like libcni does, with a short backoff.

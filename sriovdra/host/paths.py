@@ -10,6 +10,8 @@ import os
 from dataclasses import dataclass
 
 DEFAULT_HOST_ROOT = "/"
+# Written by sriovdra.fakehost at a fake host's root and its sysfs root: a tree with no kernel behind it
+FAKE_HOST_MARKER = ".sriovdra-fakehost"
 
 
 @dataclass(frozen=True)

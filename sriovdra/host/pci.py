@@ -6,7 +6,7 @@ so that a reprobe racing with us (udev, drivers_autoprobe) can only pick the wan
 is also what lets vfio-pci, which has no ID table, match at all. Any failure after the first
 change rolls the function back to the driver it had.
 
-A fake host tree (MARKER on its sysfs root) has no kernel behind its files: the same writes go
+A fake host tree (FAKE_HOST_MARKER on its sysfs root) has no kernel behind its files: the same writes go
 through sriovdra.fakehost.FakeKernel, which plays the kernel's part.
 """
 
@@ -16,11 +16,9 @@ import os
 import re
 from collections.abc import Callable
 
-from sriovdra.host.discovery import BDF
-from sriovdra.host.paths import HostPaths
+from sriovdra.host.discovery import BDF, PCI_DEVICES
+from sriovdra.host.paths import FAKE_HOST_MARKER, HostPaths
 
-FAKE_MARKER = ".sriovdra-fakehost"  # sriovdra.fakehost.MARKER, spelled out so real hosts never import fakehost
-PCI_DEVICES = "bus/pci/devices"
 PCI_DRIVERS = "bus/pci/drivers"
 _DRIVER_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
 
@@ -148,7 +146,7 @@ def _write(write: Writer, path: str, value: str) -> None:
 
 def _writer(paths: HostPaths) -> Writer:
     """Real sysfs, or the fake kernel for a fake host tree (its marker on the sysfs root)."""
-    if os.path.exists(os.path.join(paths.sysfs, FAKE_MARKER)):
+    if os.path.exists(os.path.join(paths.sysfs, FAKE_HOST_MARKER)):
         from sriovdra.fakehost import FakeKernel  # test and demo trees only
 
         return FakeKernel(paths.sysfs, paths.dev).write

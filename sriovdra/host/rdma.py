@@ -11,16 +11,16 @@ socket opened inside the pod's netns (RdmaNetlink.in_netns), never a setns() of 
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import itertools
 import os
 import socket
 import struct
-import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TypeVar
+
+from sriovdra.host import netns
 
 # include/uapi/linux/netlink.h
 NETLINK_RDMA = 20
@@ -46,7 +46,6 @@ RDMA_NLDEV_SYS_ATTR_NETNS_MODE = 66  # u8: 0 exclusive, 1 shared (iproute2 rdma/
 RDMA_NLDEV_NET_NS_FD = 68  # u32
 
 NETNS_MODES = {0: "exclusive", 1: "shared"}
-CLONE_NEWNET = 0x40000000  # include/uapi/linux/sched.h
 REPLY_TIMEOUT = 5.0
 RECV_BUFFER = 1 << 16
 
@@ -213,48 +212,18 @@ def _open_socket() -> socket.socket:
     return sock
 
 
-def _setns(fd: int) -> None:
-    if hasattr(os, "setns"):  # Python 3.12+
-        os.setns(fd, CLONE_NEWNET)
-        return
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.setns(fd, CLONE_NEWNET) != 0:
-        code = ctypes.get_errno()
-        raise OSError(code, os.strerror(code))
-
-
 def call_in_netns(path: str, fn: Callable[[], T]) -> T:
-    """fn() run in a short-lived thread that first enters the netns at path.
-
-    Namespaces are per thread: the caller's threads never change netns, and the helper thread
-    ends with the call. Whatever fn creates (a socket) keeps the netns it was created in.
-    """
-    result: dict[str, object] = {}
-
-    def run() -> None:
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-        except OSError as e:
-            result["error"] = RdmaError(f"network namespace {path}: cannot open it: {e.strerror}", e.errno)
-            return
-        try:
-            _setns(fd)
-        except OSError as e:
-            result["error"] = RdmaError(f"network namespace {path}: cannot enter it: {e.strerror}", e.errno)
-            return
-        finally:
-            os.close(fd)
-        try:
-            result["value"] = fn()
-        except BaseException as e:  # handed to the caller's thread
-            result["error"] = e
-
-    thread = threading.Thread(target=run, name="sriovdra-netns", daemon=True)
-    thread.start()
-    thread.join()
-    if "error" in result:
-        raise result["error"]  # type: ignore[misc]
-    return result["value"]  # type: ignore[return-value]
+    """fn() run in a short-lived thread inside the netns at path (sriovdra.host.netns.call_in)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        raise RdmaError(f"network namespace {path}: cannot open it: {e.strerror}", e.errno) from None
+    try:
+        return netns.call_in(fd, fn)
+    except netns.EnterError as e:
+        raise RdmaError(f"network namespace {path}: cannot enter it: {e.strerror}", e.errno) from None
+    finally:
+        os.close(fd)
 
 
 class RdmaNetlink:

@@ -179,10 +179,6 @@ def test_a_tree_without_the_marker_gets_no_fake_kernel(eth):
         pci.bind(eth, ETH_VF, "vfio-pci")
 
 
-def test_the_marker_names_agree():
-    assert pci.FAKE_MARKER == fakehost.MARKER
-
-
 # --- the fake kernel's rules, as the kernel has them ---------------------------------------------
 
 
