@@ -59,7 +59,8 @@ def main() -> int:
             proc = subprocess.Popen([sys.executable, "-m", "sriovdra", "serve", "--node-name", "node1",
                                      "--kubeconfig", kubeconfig, "--kubelet-root-dir", kroot,
                                      "--cdi-dir", os.path.join(base, "cdi"), "--state-dir", os.path.join(base, "st"),
-                                     "--host-root", host.root, "--log-level", "warning"])
+                                     "--host-root", host.root, "--log-level", "warning",
+                                     "--netdev-attach", "none"])  # prepare only: no runtime to attach to
             kubelet = Kubelet(kroot)
             kubelet.wait_for_sockets(2, timeout=60, proc=proc)
             t_socket = time.monotonic() - t0

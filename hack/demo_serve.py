@@ -42,7 +42,9 @@ def main(host_root: str) -> int:
             kubeconfig = api.kubeconfig(os.path.join(work, "kubeconfig"))
             cdi_dir, state_dir = os.path.join(work, "cdi"), os.path.join(work, "state")
             cmd = ["sriovdra", "serve", "--node-name", "node1", "--kubeconfig", kubeconfig, "--kubelet-root-dir",
-                   kroot, "--cdi-dir", cdi_dir, "--state-dir", state_dir, "--host-root", host_root]
+                   kroot, "--cdi-dir", cdi_dir, "--state-dir", state_dir, "--host-root", host_root,
+                   # no container runtime in the demo: nothing to move netdevs into (tests/runtime does that)
+                   "--netdev-attach", "none"]
             step("sriovdra serve --node-name node1 ... (API server stand-in on " + api.url + ")")
             log = open(os.path.join(work, "serve.log"), "w")
             proc = subprocess.Popen(cmd, stdout=log, stderr=log)
