@@ -85,6 +85,9 @@ def test_serve_argument_errors(demo_hosts, tmp_path):
     base = ["serve", "--node-name", "n1", "--sysfs-root", demo_hosts["ethernet-baremetal"].sysfs]
     assert "unknown driver(s) nope.io" in run(*base, "--drivers", "nope.io", check=2).stderr
     assert "Missing option '--node-name'" in run("serve", check=2).stderr
+    assert "--nri-plugin-index: expected two digits like 50, got '5'" in run(*base, "--nri-plugin-index", "5",
+                                                                              check=2).stderr
+    assert "'bogus' is not one of 'nri', 'cdi', 'none'" in run(*base, "--netdev-attach", "bogus", check=2).stderr
     kubeconfig = tmp_path / "missing.yaml"
     proc = run(*base, "--kubeconfig", str(kubeconfig), "--state-dir", str(tmp_path / "s"),
                "--kubelet-root-dir", str(tmp_path / "k"), check=2)
