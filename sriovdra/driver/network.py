@@ -270,7 +270,7 @@ class PodNetwork:
         inv = self.inventory()
         fn = inv.function(slot.dev.pci_address)
         parent = inv.parent(fn) if fn else None
-        uplink = parent.uplink() if parent else None
+        uplink = parent.uplink if parent else None
         if fn is None or fn.vf_index is None or uplink is None:
             raise AttachError(f"{', '.join(sorted(wanted))} are set through the PF, and VF {slot.dev.pci_address} "
                               f"has no PF netdev on this node (passthrough VF?)")

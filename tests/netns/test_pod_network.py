@@ -170,6 +170,21 @@ def test_a_failing_device_rolls_back_the_whole_pod(rig):
     assert not any(d.attachment for r in rig.driver.records.values() for d in r.devices)
 
 
+def test_vf_settings_go_through_the_pf_and_a_missing_pf_link_fails_cleanly(rig):
+    # The fake PF's netdev is not a real link here: the PF-side step must fail with a message that
+    # names the PF and the step, and roll the VF back home (not crash on the way).
+    rig.prepare("v", [0], "pod-vlan", vlan=100, spoofChk=False)
+    before = host_link(rig.netdevs[0])
+    pod = rig.pod("pod-vlan")
+    with pytest.raises(Exception) as err:
+        rig.net.run_pod_sandbox(pod)
+    pf = rig.inv.parent(rig.inv.function(rig.inv.dra_devices()[0].pci_address)).uplink.name
+    assert type(err.value).__name__ == "AttachError"
+    assert f"{pf} vf 0" in str(err.value) and "look up PF" in str(err.value), str(err.value)
+    assert host_link(rig.netdevs[0]) == before
+    assert not any(d.attachment for r in rig.driver.records.values() for d in r.devices)
+
+
 def test_host_network_pods_and_pods_without_claims_are_left_alone(rig):
     rig.prepare("a", [0], "pod-4")
     rig.net.run_pod_sandbox(Pod(id="s", uid="pod-4", name="p", namespace="default", netns=None))
