@@ -14,7 +14,11 @@ Environment per device (documented in the README):
   InfiniBand port, i = the device's index in the prepare call, as the InfiniBand seed's tests read:
     IB_DEVICE_<i>=<device name>  IB_DEVICE_<i>_IBDEV  _PORT  _PCI_ADDRESS  _NODE_GUID  _PORT_GUID
     _NETDEV  _UVERBS  _UMAD  _ISSM (admin access only)  _RDMA_CM  _PKEY=0x8001  _TRAFFIC_CLASS  _MTU
+    _PKEY_INDEX (where the port's P_Key table has the partition)
     DRA_ADMIN_ACCESS=true for admin-access devices
+  InfiniBand, once per claim (spec-level containerEdits), only when every IB device of the claim
+  agrees (these are per process, not per device): NCCL_IB_PKEY=<P_Key index>, UCX_IB_PKEY=<partition>,
+  NCCL_IB_TC, UCX_IB_TRAFFIC_CLASS, UCX_IB_PATH_MTU (library_env)
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from urllib.parse import quote
 from sriovdra.atomicfile import remove, write_atomic
 from sriovdra.config import IbConfig, VfConfig
 from sriovdra.model import IB_DRIVER, SRIOV_DRIVER, CharDevice, DraDevice, Inventory
+from sriovdra.partition import BASE_MASK, PartitionCheck
 
 CDI_KINDS = {SRIOV_DRIVER: f"{SRIOV_DRIVER}/vf", IB_DRIVER: f"{IB_DRIVER}/port"}
 # `serve --netdev-attach cdi`: netdev moves go into specs of their own (cdiVersion 1.1.0), so a
@@ -85,13 +90,16 @@ class CdiDevice:
 class Spec:
     kind: str
     devices: list[CdiDevice]
+    edits: Edits | None = None  # applied once when any device of the spec is injected
 
     def qualified(self, name: str) -> str:
         return f"{self.kind}={name}"
 
     def to_json(self) -> dict:
-        body = {"kind": self.kind, "devices": [{"name": d.name, "containerEdits": d.edits.to_json()}
-                                                for d in self.devices]}
+        body: dict = {"kind": self.kind, "devices": [{"name": d.name, "containerEdits": d.edits.to_json()}
+                                                      for d in self.devices]}
+        if self.edits and self.edits.to_json():
+            body["containerEdits"] = self.edits.to_json()
         return {"cdiVersion": minimum_version(body), **body}
 
 
@@ -144,6 +152,9 @@ def validate(spec: dict) -> list[str]:
             problems.append(f"device name {name!r} is invalid")
     if len(set(names)) != len(names):
         problems.append("device names must be unique")
+    for e in (spec.get("containerEdits") or {}).get("env", []):
+        if not isinstance(e, str) or "=" not in e or e.startswith("="):
+            problems.append(f"spec containerEdits: env {e!r} is not KEY=VALUE")
     for d in devices:
         edits = d.get("containerEdits") or {}
         if not edits:
@@ -234,8 +245,10 @@ def vf_edits(inv: Inventory, dev: DraDevice, config: VfConfig, dev_file) -> Edit
     return Edits(env=env, device_nodes=nodes)
 
 
-def ib_edits(inv: Inventory, dev: DraDevice, config: IbConfig, index: int, admin: bool, dev_file) -> Edits:
-    """Env and device nodes for an InfiniBand port; index numbers the devices of one prepare call."""
+def ib_edits(inv: Inventory, dev: DraDevice, config: IbConfig, index: int, admin: bool, dev_file,
+             partition: PartitionCheck | None = None) -> Edits:
+    """Env and device nodes for an InfiniBand port; index numbers the devices of one prepare call.
+    partition: where config.pkey was found in the port's P_Key table (sriovdra.partition)."""
     p = f"IB_DEVICE_{index}"
     a = dev.attributes
     env = [f"{p}={dev.name}", f"{p}_IBDEV={dev.rdma_device}", f"{p}_PORT={dev.port}",
@@ -259,6 +272,8 @@ def ib_edits(inv: Inventory, dev: DraDevice, config: IbConfig, index: int, admin
             nodes.append(_node(c.path, dev_file))
     if config.pkey is not None:
         env.append(f"{p}_PKEY=0x{config.pkey:04X}")
+        if partition is not None and partition.index is not None:
+            env.append(f"{p}_PKEY_INDEX={partition.index}")
     if config.traffic_class is not None:
         env.append(f"{p}_TRAFFIC_CLASS={config.traffic_class}")
     if config.mtu is not None:
@@ -270,12 +285,46 @@ def ib_edits(inv: Inventory, dev: DraDevice, config: IbConfig, index: int, admin
 
 @dataclass(frozen=True)
 class SpecItem:
-    """One device of a claim's spec: the device, its effective config, admin access, IB env index."""
+    """One device of a claim's spec: the device, its effective config, admin access, IB env index and
+    (IB with a pkey) the P_Key table lookup."""
 
     device: DraDevice
     config: VfConfig | IbConfig
     admin: bool = False
     index: int = 0
+    partition: PartitionCheck | None = None
+
+
+# UCX_IB_PATH_MTU takes these only (UCX src/uct/ib/base/ib_iface.c uct_ib_mtu_values): no 256.
+_UCX_PATH_MTUS = (512, 1024, 2048, 4096)
+
+
+def library_env(items: list[SpecItem]) -> list[str]:
+    """The RDMA libraries' variables for IbConfig, once per claim. A process has one value of each,
+    whatever devices it uses, so a variable is set only when every IB device of the claim has the
+    same value (a device without the field counts as disagreeing: it stays on the default)."""
+
+    def agreed(values: list) -> object | None:
+        return values[0] if values and values[0] is not None and values.count(values[0]) == len(values) else None
+
+    configs = [it.config for it in items if isinstance(it.config, IbConfig)]
+    if not configs:
+        return []
+    env = []
+    pkey = agreed([c.pkey for c in configs])
+    if pkey is not None:
+        # NCCL binds its QPs to a P_Key *index* (ibv_qp_attr.pkey_index); a port's index is its own.
+        index = agreed([it.partition.index if it.partition else None for it in items])
+        if index is not None:
+            env.append(f"NCCL_IB_PKEY={index}")
+        env.append(f"UCX_IB_PKEY=0x{pkey & BASE_MASK:04x}")  # UCX: the partition, 0..0x7fff
+    tc = agreed([c.traffic_class for c in configs])
+    if tc is not None:
+        env += [f"NCCL_IB_TC={tc}", f"UCX_IB_TRAFFIC_CLASS={tc}"]
+    mtu = agreed([c.mtu for c in configs])
+    if mtu in _UCX_PATH_MTUS:
+        env.append(f"UCX_IB_PATH_MTU={mtu}")
+    return env
 
 
 def device_name(dra_device: str, claim_uid: str) -> str:
@@ -289,11 +338,12 @@ def claim_spec(driver: str, claim_uid: str, items: list[SpecItem], inv: Inventor
     devices = []
     for it in items:
         if driver == IB_DRIVER:
-            edits = ib_edits(inv, it.device, it.config, it.index, it.admin, dev_file)
+            edits = ib_edits(inv, it.device, it.config, it.index, it.admin, dev_file, it.partition)
         else:
             edits = vf_edits(inv, it.device, it.config, dev_file)
         devices.append(CdiDevice(name=device_name(it.device.name, claim_uid), edits=edits))
-    return Spec(kind=kind, devices=devices)
+    shared = Edits(env=library_env(items)) if driver == IB_DRIVER else None
+    return Spec(kind=kind, devices=devices, edits=shared)
 
 
 def netdev_spec(driver: str, claim_uid: str, moves: list[tuple[str, str, str]]) -> Spec:

@@ -58,6 +58,10 @@ class Attachment:
     vf_original: dict | None = None  # PF-side VF settings before we changed them
     pf: str | None = None  # PF netdev and VF index the VF settings were applied through
     vf: int | None = None
+    # An IPoIB P_Key child created for IbConfig.pkey, moved in instead of the parent and deleted at
+    # detach: {"parent", "pkey", "name" (unique host-side name), "ifindex" (None until created)}.
+    # Recorded before it is created, so a crash at any point deletes it.
+    ipoib_child: dict | None = None
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -81,6 +85,7 @@ class PreparedDevice:
     env_index: int | None = None  # IB_DEVICE_<i> of an InfiniBand port, unique within its pods
     if_name: str | None = None  # pod-side name chosen at prepare (--netdev-attach cdi)
     attachment: Attachment | None = None
+    partition: dict | None = None  # IbConfig.pkey looked up in the port's P_Key table (partition.PartitionCheck)
 
     def to_dict(self) -> dict:
         out = dict(self.__dict__)

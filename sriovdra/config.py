@@ -20,6 +20,9 @@ IB_API_VERSION = "ib.resource.sigs.k8s.io/v1alpha1"
 IB_MTUS = (256, 512, 1024, 2048, 4096)
 
 _IFNAME = re.compile(r"^[^/\s:]{1,15}$")
+# Names every pod already has: a VF renamed to one of them would clash (the CNI's eth0) or be
+# impossible (lo), so such a config is refused up front rather than renamed behind the user's back.
+RESERVED_IFNAMES = {"eth0": "the pod's primary interface (set up by its CNI)", "lo": "the pod's loopback"}
 _KERNEL_DRIVER = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
@@ -147,11 +150,18 @@ class VfConfig(_Layered):
 
 @dataclass(frozen=True)
 class IbConfig(_Layered):
-    """InfiniBand port settings, exactly as the InfiniBand seed documents them."""
+    """InfiniBand port settings, exactly as the InfiniBand seed documents them.
 
-    pkey: int | None = _json("pkey")  # 0x0001-0xFFFF; bit 15 set = full membership
-    traffic_class: int | None = _json("trafficClass")  # 0-255
-    mtu: int | None = _json("mtu")  # 256, 512, 1024, 2048, 4096
+    What each does (README "What IbConfig does"): pkey is looked up in the port's P_Key table at
+    prepare (sriovdra.partition; membership is the subnet manager's, reported in the claim status),
+    goes to the env, and with NRI attach becomes an IPoIB P_Key child in the pod; trafficClass is a
+    QP attribute only the application sets (env only); mtu is the IB MTU: env, and the pod's IPoIB
+    netdev MTU minus the 4-byte IPoIB header.
+    """
+
+    pkey: int | None = _json("pkey")  # 0x0001-0xFFFF; bit 15 set = full membership (0x8001: full member of 0x0001)
+    traffic_class: int | None = _json("trafficClass")  # 0-255, GRH traffic class
+    mtu: int | None = _json("mtu")  # 256, 512, 1024, 2048, 4096: the IB MTU, not the netdev's
 
     @property
     def full_membership(self) -> bool | None:
@@ -168,6 +178,8 @@ def decode_vf_config(params: Any) -> VfConfig:
     if_name = f.pattern("ifName", _IFNAME, "a Linux interface name (1-15 characters, no '/', ':' or spaces)")
     if if_name in (".", ".."):
         raise f.error("ifName", f"{if_name!r} is not a Linux interface name")
+    if if_name in RESERVED_IFNAMES:
+        raise f.error("ifName", f"{if_name!r} is {RESERVED_IFNAMES[if_name]}; pick another name, e.g. net1")
     mac = f.pattern("mac", _MAC, "a MAC address like 02:00:00:00:00:01")
     if mac is not None:
         first = int(mac[:2], 16)

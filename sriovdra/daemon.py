@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from sriovdra.checkpoint import ATTACHED, ClaimRecord, PreparedDevice
 from sriovdra.driver.core import Driver, DriverSettings
+from sriovdra.driver.ibstatus import ib_report
 from sriovdra.host.discovery import discover
 from sriovdra.host.ipam import DEFAULT_CNI_BIN_DIRS
 from sriovdra.host.paths import HostPaths
@@ -22,8 +23,10 @@ from sriovdra.host.runtime_config import NRI_SOCKET
 from sriovdra.kube.claims import ApiClaimSource
 from sriovdra.kube.slices import SlicePublisher
 from sriovdra.kube.status import ClaimStatusWriter, ready_entry
-from sriovdra.model import DRIVERS, Inventory, device_health
+from sriovdra.model import DRIVERS, IB_DRIVER, Inventory, device_health
+from sriovdra.policy import NO_POLICY, DevicePolicy
 from sriovdra.plugin.server import HealthBoard, PluginServer, plugin_sockets
+from sriovdra.provisioning import ProvisionConfig
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +49,9 @@ class ServeOptions:
     nri_plugin_index: str = "50"
     cni_bin_dirs: tuple[str, ...] = DEFAULT_CNI_BIN_DIRS
     nri_wait_seconds: float = 2.0  # at start, before registering with the kubelet
+    device_policy: str | None = None  # policy file (sriovdra.policy), re-read when it changes
+    provision: ProvisionConfig | None = None  # --num-vfs / --provision-config: VFs made at start
+    policy_poll_seconds: float = 2.0
 
 
 class _Plugin:
@@ -60,7 +66,7 @@ class _Plugin:
                            checkpoint_path=os.path.join(o.state_dir, f"{driver_name}.checkpoint.json"),
                            paths=o.paths, serialize_lock=sockets.serialize_lock, netdev_attach=o.netdev_attach),
             inventory=lambda: svc.inventory, claims=svc.claims, on_prepared=self._prepared, network=svc.network,
-            lock=svc.lock)
+            lock=svc.lock, policy=svc.policy)
         if svc.network:
             svc.network.drivers.append(self.driver)
         self.board = HealthBoard(o.node_name)
@@ -101,6 +107,8 @@ class Service:
         self.api_client = api_client or new_api_client(opts.kubeconfig)
         self.claims = ApiClaimSource(self.api_client)
         self.inventory: Inventory = discover(opts.paths)
+        self.policy_file = self._policy_file() if opts.device_policy else None  # PolicyFileError: unusable
+        self._publishing = threading.Lock()  # rescans and policy reloads republish one at a time
         self.lock = threading.RLock()  # one host operation at a time, across drivers and NRI events
         self.network = self._pod_network() if opts.netdev_attach == "nri" else None
         self.nri = None
@@ -143,6 +151,8 @@ class Service:
 
     def start(self) -> None:
         os.makedirs(self.opts.state_dir, mode=0o700, exist_ok=True)
+        if self.opts.provision:
+            self._provision(self.opts.provision)  # before any plugin loads: it publishes the VFs made
         fresh = [self._load_plugin(name) for name in self.wanted(self.inventory)]
         if self.network:
             self._start_nri()  # Synchronize sees every loaded checkpoint; the kubelet is not told yet
@@ -151,6 +161,46 @@ class Service:
         if not self.plugins:
             log.warning("no SR-IOV VF or InfiniBand port on this node: waiting for devices (or pass --drivers)")
         self._rescan.start()
+        if self.policy_file:
+            self.policy_file.start()
+
+    def _provision(self, config: ProvisionConfig) -> None:
+        """Make the configured VFs, never by force: PFs whose VFs claims hold, and PFs that fail, are
+        logged and left; serving goes on with whatever the node has."""
+        from sriovdra.model import HOST_VM
+        from sriovdra.provisioner import Options, provision
+
+        if self.inventory.host.kind == HOST_VM:
+            log.info("provisioning: skipped, this is a VM (VFs are passed through by the hypervisor)")
+            return
+        opts = Options(state_dir=self.opts.state_dir, progress=lambda line: log.info("provisioning: %s", line))
+        try:
+            report = provision(self.opts.paths, config, opts)
+        except Exception as e:  # noqa: BLE001 - provisioning is best effort; the node's VFs are served as they are
+            log.error("provisioning failed: %s", e)
+            return
+        for line in report.errors + report.unmatched:
+            log.error("provisioning: %s", line)
+        for pf in report.pfs:
+            level = logging.ERROR if pf.problems else logging.INFO
+            log.log(level, "provisioning: %s: %s VFs -> %s (%s)%s", pf.plan.name, pf.plan.before, pf.after,
+                    pf.action, "".join(f"; {m}" for m in pf.problems))
+        self.inventory = discover(self.opts.paths)
+
+    def _policy_file(self):
+        from sriovdra.policyfile import PolicyFile
+
+        return PolicyFile(self.opts.device_policy, check=lambda p: p.check(self.inventory),
+                          on_change=self.republish, interval=self.opts.policy_poll_seconds)
+
+    def policy(self) -> DevicePolicy:
+        return self.policy_file.current if self.policy_file else NO_POLICY
+
+    def republish(self) -> None:
+        """Slices and health again from the current inventory (the device policy changed)."""
+        with self._publishing:
+            for plugin in list(self.plugins.values()):
+                plugin.update(self.inventory)
 
     def _load_plugin(self, name: str) -> _Plugin:
         plugin = _Plugin(self, name)
@@ -172,10 +222,11 @@ class Service:
 
     def refresh(self) -> None:
         inv = discover(self.opts.paths)
-        self.inventory = inv
-        self._start_plugins(inv)
-        for plugin in self.plugins.values():
-            plugin.update(inv)
+        with self._publishing:
+            self.inventory = inv
+            self._start_plugins(inv)
+            for plugin in self.plugins.values():
+                plugin.update(inv)
 
     def _rescan_loop(self) -> None:
         while not self._stop.wait(self.opts.rescan_seconds):
@@ -187,6 +238,8 @@ class Service:
     def stop(self) -> None:
         """Registration sockets first (the kubelet stops calling), then every thread, joined."""
         self._stop.set()
+        if self.policy_file:
+            self.policy_file.stop()
         for plugin in self.plugins.values():
             plugin.stop()
         if self.nri:
@@ -196,15 +249,27 @@ class Service:
 
 
 def _status_entry(driver: str, d: PreparedDevice) -> dict:
-    """status.devices[] of one device; with networkData and the network conditions once it is in a pod."""
-    att = d.attachment
-    if att is None or att.state != ATTACHED:
-        return ready_entry(driver, d.pool, d.device, {"config": d.config}, d.share_id)
-    network = {"interfaceName": att.if_name, "ips": list(att.ips)}
-    if att.mac:
-        network["hardwareAddress"] = att.mac
-    extra = [("NetworkReady", "NetworkReady", f"{att.if_name} is up in pod {att.pod_name}")]
-    if att.rdma:
-        extra.append(("RDMALinkReady", "RDMALinkReady", f"RDMA device {att.rdma} is in the pod's namespace"))
-    return ready_entry(driver, d.pool, d.device, {"config": d.config}, d.share_id, network=network,
-                       extra_conditions=extra)
+    """status.devices[] of one device; with networkData and the network conditions once it is in a pod.
+    InfiniBand devices also get data.ib and the IbConfig conditions (sriovdra.driver.ibstatus), which
+    may be False or Unknown: what needs the subnet manager is said there, never silently dropped."""
+    att = d.attachment if d.attachment is not None and d.attachment.state == ATTACHED else None
+    data: dict = {"config": d.config}
+    ib = ib_report(d, att) if driver == IB_DRIVER else None
+    if ib is not None and ib.data:
+        data["ib"] = ib.data
+    if att is None:
+        entry = ready_entry(driver, d.pool, d.device, data, d.share_id)
+    else:
+        network = {"interfaceName": att.if_name, "ips": list(att.ips)}
+        if att.mac:
+            network["hardwareAddress"] = att.mac
+        extra = [("NetworkReady", "NetworkReady", f"{att.if_name} is up in pod {att.pod_name}")]
+        if att.rdma:
+            extra.append(("RDMALinkReady", "RDMALinkReady", f"RDMA device {att.rdma} is in the pod's namespace"))
+        entry = ready_entry(driver, d.pool, d.device, data, d.share_id, network=network, extra_conditions=extra)
+    # ready_entry makes True conditions only; these carry their own status, stamped like the others
+    stamp = entry["conditions"][0]["lastTransitionTime"]
+    for kind, status, reason, message in ib.conditions if ib is not None else ():
+        entry["conditions"].append({"type": kind, "status": status, "reason": reason, "message": message,
+                                    "lastTransitionTime": stamp})
+    return entry

@@ -11,14 +11,16 @@ config, NRI socket) so that `doctor` can run against the whole fake root.
 
 The YAML schema is documented in demo/hosts/README.md; unknown keys are errors.
 
-FakeKernel gives a built tree the kernel's reaction to driver (un)binding writes; the host
-layer (sriovdra.host.pci) uses it by itself on any sysfs root that carries MARKER.
+FakeKernel gives a built tree the kernel's reaction to driver (un)binding writes and to
+sriov_numvfs writes (VFs disappear and appear exactly as the builder makes them); the host layer
+(sriovdra.host.writer) uses it by itself on any sysfs root that carries MARKER.
 """
 
 from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -34,6 +36,9 @@ from sriovdra.host.paths import FAKE_HOST_MARKER
 MARKER = FAKE_HOST_MARKER  # at the fake root and at its sysfs root
 FAKE_KERNEL_DIR = ".sriovdra-fakekernel"  # under the sysfs root: what the fake kernel keeps
 DEFAULT_DRIVERS = "default-drivers"  # "<bdf> <driver>" lines: the driver whose ID table matches
+SRIOV_STATE = "sriov"  # <pf bdf>.json: a PF's `vfs:` spec as the builder resolved it, to make VFs later
+BUILDER_STATE = "builder.json"  # counters (ifindex, iommu group, uverbs, ...) and tree settings
+VF_GUIDS = "vf-guids"  # <pf bdf>/<vf index>: "node port" GUIDs set through the PF ("firmware")
 
 _LINKS = ("ethernet", "infiniband")
 _PORT_STATE_NUM = {"Down": 1, "Init": 2, "Armed": 3, "Active": 4, "ActiveDefer": 5}
@@ -48,9 +53,10 @@ _FUNCTION_KEYS = {"pci", "vendor", "device", "class", "driver", "numa", "pcieRoo
                   "rdmaName", "firmware", "guid", "ports", "vfs", "representors"}
 _GUID = re.compile(r"^[0-9a-f]{4}(:[0-9a-f]{4}){3}$")
 _VFS_KEYS = {"total", "count", "device", "driver", "rdma", "netdev", "netdevPrefix", "offset",
-             "stride", "guids", "portState", "mtu", "numa", "overrides"}
+             "stride", "guids", "portState", "mtu", "numa", "overrides", "probe", "enableError"}
+_ENABLE_ERROR_KEYS = {"errno", "above"}
 _OVERRIDE_KEYS = {"driver", "netdev", "mac", "mtu", "operstate", "numa", "portState", "guid"}
-_PORT_KEYS = {"state", "physState", "rate", "lid", "smLid", "linkLayer"}
+_PORT_KEYS = {"state", "physState", "rate", "lid", "smLid", "linkLayer", "pkeys"}
 _CONTAINERD_KEYS = {"configVersion", "cdi", "nri", "nriSocket"}
 _CRIO_KEYS = {"nri"}
 
@@ -113,6 +119,21 @@ def _guid(obj: dict, key: str, where: str, default: str | None = None) -> str | 
     return value
 
 
+def _pkeys(port: dict, where: str) -> list[int]:
+    """A port's P_Key table in index order (default: the default partition, full member, at 0).
+    Entries are ints or hex strings; 0 marks an unused entry, as the kernel shows one."""
+    table = []
+    for i, raw in enumerate(_get(port, "pkeys", list, where, [0xFFFF])):
+        try:
+            pkey = int(raw, 16) if isinstance(raw, str) else raw
+        except ValueError:
+            pkey = None
+        if isinstance(pkey, bool) or not isinstance(pkey, int) or not 0 <= pkey <= 0xFFFF:
+            raise FakeHostError(f"{where}.pkeys[{i}]: expected a 16-bit P_Key like 0x8001, got {raw!r}")
+        table.append(pkey)
+    return table
+
+
 def _parse_bdf(text: Any, where: str) -> tuple[int, int, int, int]:
     try:
         dom, bus, devfn = str(text).lower().split(":")
@@ -153,9 +174,12 @@ class _Tree:
         self.root = root
         self._dirs: set[str] = set()
         self.char_nodes = False  # dev/ entries as real character devices (1:3, like /dev/null)
+        self.skip_dev = False  # the fake kernel without a fake dev root: never touch a real /dev
 
     def dev_node(self, rel: str) -> None:
         """A /dev entry: an empty file, or a char device that container runtimes accept."""
+        if self.skip_dev:
+            return
         if not self.char_nodes:
             self.write(rel, "")
             return
@@ -199,11 +223,27 @@ class _Builder:
         self.noiommu = _get(self.host, "noiommu", bool, "host", False)
         self.counters = {"ifindex": 2, "iommu": 10, "uverbs": 0, "mad": 0, "rdma": 0, "virtio": 0}
         self.default_drivers: dict[str, str] = {}
+        self.sriov: dict[str, dict] = {}  # PF address -> what _make_vf needs (persisted for FakeKernel)
         self.any_rdma = False
         dev_nodes = _get(self.host, "devNodes", str, "host", "file")
         if dev_nodes not in ("file", "null-char"):
             raise FakeHostError(f"host.devNodes: expected file or null-char, got {dev_nodes!r}")
         self.t.char_nodes = dev_nodes == "null-char"
+
+    @classmethod
+    def resume(cls, root: str, skip_dev: bool) -> _Builder:
+        """The builder of an existing tree, as _fake_kernel_state left it: to make VFs after the build."""
+        b = cls.__new__(cls)
+        b.t = _Tree(root)
+        b.t.skip_dev = skip_dev
+        saved = json.loads(_read_text(os.path.join(root, "sys", FAKE_KERNEL_DIR, BUILDER_STATE)) or "{}")
+        b.t.char_nodes = saved.get("charNodes", False)
+        b.iommu, b.noiommu = saved.get("iommu", True), saved.get("noiommu", False)
+        b.counters = saved["counters"]
+        b.host, b.modules, b.sriov, b.any_rdma = {}, [], {}, False
+        lines = _read_text(os.path.join(root, "sys", FAKE_KERNEL_DIR, DEFAULT_DRIVERS)) or ""
+        b.default_drivers = dict(line.split() for line in lines.splitlines() if line.strip())
+        return b
 
     # host-wide pieces
     def build(self) -> None:
@@ -226,10 +266,19 @@ class _Builder:
         self._fake_kernel_state()
 
     def _fake_kernel_state(self) -> None:
-        """What FakeKernel needs: each function's default driver, and a marker on the sysfs root."""
+        """What FakeKernel needs: each function's default driver, how to make each PF's VFs, the
+        counters to continue from, and a marker on the sysfs root."""
+        self.save_kernel_state()
+        for address, state in sorted(self.sriov.items()):
+            self.t.write(f"sys/{FAKE_KERNEL_DIR}/{SRIOV_STATE}/{address}.json", json.dumps(state, sort_keys=True))
+        self.t.write(f"sys/{MARKER}", "built by sriovdra.fakehost")
+
+    def save_kernel_state(self) -> None:
         lines = [f"{bdf} {driver}" for bdf, driver in sorted(self.default_drivers.items())]
         self.t.write(f"sys/{FAKE_KERNEL_DIR}/{DEFAULT_DRIVERS}", "\n".join(lines))
-        self.t.write(f"sys/{MARKER}", "built by sriovdra.fakehost")
+        builder = {"counters": self.counters, "charNodes": self.t.char_nodes, "iommu": self.iommu,
+                   "noiommu": self.noiommu}
+        self.t.write(f"sys/{FAKE_KERNEL_DIR}/{BUILDER_STATE}", json.dumps(builder, sort_keys=True))
 
     def _host_identity(self, kind: str) -> None:
         if kind == "vm":
@@ -342,9 +391,10 @@ class _Builder:
             self.t.write(f"{fnspec['dir']}/net/{fnspec['netdev']}/compat/devlink/mode", eswitch)
         if allow_vfs and "vfs" in spec:
             vfs = _check_keys(spec["vfs"], _VFS_KEYS, f"{where}.vfs")
-            self._vfs(fnspec, vfs, f"{where}.vfs", (dom, bus, dev, fn))
+            state = self._vfs(fnspec, vfs, f"{where}.vfs", (dom, bus, dev, fn))
             if _get(spec, "representors", bool, where, eswitch == "switchdev") and fnspec["netdev"]:
-                self._representors(fnspec, vfs, f"{where}.vfs")
+                state["representors"] = True
+                self._representors(fnspec, _get(vfs, "count", int, where, 0))
 
     def _parent_dir(self, spec: dict, where: str, dom: int, bus: int) -> str:
         root = _get(spec, "pcieRoot", str, where)
@@ -380,6 +430,7 @@ class _Builder:
                 "lid": _get(p, "lid", int, pw, i + 1 if link == "infiniband" else 0),
                 "smLid": _get(p, "smLid", int, pw, 1 if link == "infiniband" else 0),
                 "linkLayer": _get(p, "linkLayer", str, pw, "InfiniBand" if link == "infiniband" else "Ethernet"),
+                "pkeys": _pkeys(p, pw),
             })
         return ports
 
@@ -492,7 +543,8 @@ class _Builder:
             pguid = f"{int(gbytes, 16) + number - 1:016x}" if int(gbytes, 16) else gbytes
             gid = "fe80:0000:0000:0000:" + ":".join(pguid[i:i + 4] for i in range(0, 16, 4))
             t.write(f"{pd}/gids/0", gid)
-            t.write(f"{pd}/pkeys/0", "0xffff")
+            for index, pkey in enumerate(port["pkeys"]):  # as the SM left it: unused entries read 0x0000
+                t.write(f"{pd}/pkeys/{index}", f"0x{pkey:04x}")
             for kind, minor_base in (("umad", 0), ("issm", 64)):
                 m = self.counters["mad"]
                 md = f"{d}/infiniband_mad/{kind}{m}"
@@ -503,7 +555,8 @@ class _Builder:
                 t.dev_node(f"dev/infiniband/{kind}{m}")
             self.counters["mad"] += 1
 
-    def _vfs(self, pf: dict, vfs: dict, where: str, pf_bdf: tuple[int, int, int, int]) -> None:
+    def _vfs(self, pf: dict, vfs: dict, where: str, pf_bdf: tuple[int, int, int, int]) -> dict:
+        """Write the PF's SR-IOV files and its first `count` VFs; returns what makes any VF later."""
         count = _get(vfs, "count", int, where, 0)
         total = _get(vfs, "total", int, where, count)
         if not 0 <= count <= total:
@@ -524,9 +577,9 @@ class _Builder:
         vf_device = _hexid(vfs, "device", where, _DEFAULT_VF_DEVICE.get(pf["vendor"], pf["device"]))
         self.t.write(f"{d}/sriov_vf_device", vf_device)
         overrides = _get(vfs, "overrides", dict, where, {})
-        for key in overrides:
-            if not isinstance(key, int) or not 0 <= key < count:
-                raise FakeHostError(f"{where}.overrides: key {key!r} is not a VF index below count ({count})")
+        for key in overrides:  # up to total: VFs that a later sriov_numvfs write creates get theirs too
+            if not isinstance(key, int) or not 0 <= key < total:
+                raise FakeHostError(f"{where}.overrides: key {key!r} is not a VF index below total ({total})")
         guids = _get(vfs, "guids", str, where, "derived")
         if guids not in ("derived", "zero"):
             raise FakeHostError(f"{where}.guids: expected derived or zero, got {guids!r}")
@@ -541,12 +594,30 @@ class _Builder:
             "guids": guids,
         }
         defaults["netdev"] = _get(vfs, "netdev", bool, where, defaults["netdevPrefix"] is not None)
-        for i in range(count):
+        state = {"pf": pf, "pfBdf": list(pf_bdf), "offset": offset, "stride": stride, "defaults": defaults,
+                 "overrides": {str(k): v for k, v in overrides.items()}, "representors": False,
+                 "probe": _probe(vfs, where), "enableError": _enable_error(vfs, where)}
+        for i in sorted(overrides):  # every override is checked at build, also those beyond count
             ow_where = f"{where}.overrides[{i}]"
-            vf = self._vf_spec(pf, pf_bdf, offset + i * stride, i, defaults,
-                               _check_keys(overrides.get(i), _OVERRIDE_KEYS, ow_where), ow_where)
-            self._pci_function(vf, physfn=pf["dir"])
-            self.t.link(f"{pf['dir']}/virtfn{i}", vf["dir"])
+            self._vf_spec(pf, pf_bdf, offset + i * stride, i, defaults,
+                          _check_keys(overrides[i], _OVERRIDE_KEYS, ow_where), ow_where)
+        self.sriov[pf["address"]] = state
+        for driver in {defaults["driver"], *(o.get("driver") for o in overrides.values() if isinstance(o, dict))}:
+            if driver:  # the VF drivers are loaded whether or not VFs exist yet
+                self._driver_dir(driver)
+        for i in range(count):
+            self.make_vf(state, i)
+        return state
+
+    def make_vf(self, state: dict, i: int) -> str:
+        """VF i of the PF that `state` describes (see _vfs), bound to its driver; returns its address."""
+        pf, offset, stride = state["pf"], state["offset"], state["stride"]
+        ow_where = f"vfs.overrides[{i}]"
+        overrides = _check_keys(state["overrides"].get(str(i)), _OVERRIDE_KEYS, ow_where)
+        vf = self._vf_spec(pf, tuple(state["pfBdf"]), offset + i * stride, i, state["defaults"], overrides, ow_where)
+        self._pci_function(vf, physfn=pf["dir"])
+        self.t.link(f"{pf['dir']}/virtfn{i}", vf["dir"])
+        return vf["address"]
 
     def _vf_spec(self, pf: dict, pf_bdf: tuple[int, int, int, int], routing_offset: int, i: int,
                  defaults: dict, ow: dict, where: str) -> dict:
@@ -580,13 +651,44 @@ class _Builder:
             "guid": _guid(ow, "guid", where, "0000:0000:0000:0000" if zero else derived_guid(address)),
         }
 
-    def _representors(self, pf: dict, vfs: dict, where: str) -> None:
-        base = pf["netdev"].split("np")[0]  # systemd: ens1f1np1 -> representors ens1f1npf0vfN
-        for i in range(_get(vfs, "count", int, where, 0)):
-            rep = dict(pf, mac=None, mtu=1500)
-            self._netdev(rep, pf["dir"], f"{base}npf0vf{i}"[:15], phys_port_name=f"pf0vf{i}")
+    def _representors(self, pf: dict, count: int) -> None:
+        for i in range(count):
+            self.representor(pf, i)
         # The uplink gets its switchdev port name once representors exist.
         self.t.write(f"{pf['dir']}/net/{pf['netdev']}/phys_port_name", "p0")
+
+    def representor(self, pf: dict, i: int) -> None:
+        """The switchdev representor netdev of VF i, on the PF (phys_port_name pf0vf<i>)."""
+        base = pf["netdev"].split("np")[0]  # systemd: ens1f1np1 -> representors ens1f1npf0vfN
+        rep = dict(pf, mac=None, mtu=1500)
+        self._netdev(rep, pf["dir"], f"{base}npf0vf{i}"[:15], phys_port_name=f"pf0vf{i}")
+
+
+def _probe(vfs: dict, where: str) -> str | float:
+    """vfs.probe: immediate, never (the VF driver never binds by itself), or seconds until a bound
+    VF's netdevs and RDMA devices appear (a slow driver probe)."""
+    value = vfs.get("probe", "immediate")
+    if value in ("immediate", "never"):
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+        return float(value)
+    raise FakeHostError(f"{where}.probe: expected immediate, never or a number of seconds > 0, got {value!r}")
+
+
+def _enable_error(vfs: dict, where: str) -> dict | None:
+    """vfs.enableError: {errno: ENOMEM, above: 0}: writing more than `above` VFs fails with that errno
+    (SR-IOV disabled in the firmware or BIOS, not enough bus numbers or MMIO space)."""
+    spec = vfs.get("enableError")
+    if spec is None:
+        return None
+    spec = _check_keys(spec, _ENABLE_ERROR_KEYS, f"{where}.enableError")
+    name = _get(spec, "errno", str, f"{where}.enableError", "ENOMEM")
+    if not hasattr(errno, name) or not name.startswith("E"):
+        raise FakeHostError(f"{where}.enableError.errno: expected an errno name like ENOMEM, got {name!r}")
+    above = _get(spec, "above", int, f"{where}.enableError", 0)
+    if above < 0:
+        raise FakeHostError(f"{where}.enableError.above: must be at least 0, got {above}")
+    return {"errno": name, "above": above}
 
 
 def _default_driver(*candidates: str) -> str | None:
@@ -627,6 +729,17 @@ class FakeKernel:
     /sys/class links and /dev/infiniband nodes) is stashed under FAKE_KERNEL_DIR when the driver
     lets go and put back unchanged when that driver binds again; vfio-pci gets /dev/vfio/<group>.
     Errors are the kernel's errnos (ENODEV: no match or not bound, EBUSY: already bound).
+
+    A PF's sriov_numvfs behaves as drivers/pci/iov.c sriov_numvfs_store: the same value is a no-op,
+    more than sriov_totalvfs is ERANGE, a PF without a driver ENOENT, a non-zero value while VFs
+    exist EBUSY; 0 removes every VF with all it has (PCI dir, links, IOMMU group, netdevs, RDMA
+    devices, /dev nodes, representors); N makes VFs 0..N-1 exactly as the builder makes them from
+    the PF's `vfs:` spec. New VFs are probed by their driver unless sriov_drivers_autoprobe is 0 or
+    `vfs.probe` is never (then they appear unbound, and a bind creates their netdevs); with
+    `vfs.probe: <seconds>` the driver binds at once but netdevs and RDMA devices appear later, from
+    a timer thread. VF GUIDs set through the PF (set_vf_guid) are kept per PF and VF index like
+    firmware does, applied to the VF's RDMA device whenever a network driver binds it, and
+    forgotten when the VFs are removed.
     """
 
     _lock = threading.Lock()  # one tree, one kernel: writes are serialised like the device lock
@@ -651,8 +764,180 @@ class FakeKernel:
                 (self._bind if name == "bind" else self._unbind)(os.path.basename(parent), arg)
             elif name == "driver_override":
                 self._tree.write(f"{parent}/{name}", arg or "(null)")  # an empty write clears it
+            elif name == "sriov_numvfs":
+                self._numvfs(parent, arg)
+            elif name == "sriov_drivers_autoprobe":
+                if arg not in ("0", "1"):
+                    raise _kernel_error(errno.EINVAL)  # kstrtobool would take y/n too; we write 0/1
+                self._tree.write(f"{parent}/{name}", arg)
             else:
                 self._tree.write(f"{parent}/{name}", arg)
+
+    def set_vf_guid(self, pf_bdf: str, vf: int, kind: str, guid: int) -> None:
+        """What RTM_SETLINK IFLA_VF_IB_NODE_GUID / _PORT_GUID on the PF's IPoIB netdev does: record
+        the GUID for VF `vf`; the VF's driver picks it up at its next bind. kind: node or port."""
+        with self._lock:
+            dev = self._device(pf_bdf)
+            if not self._is_infiniband(dev):
+                raise _kernel_error(errno.EOPNOTSUPP)  # rtnetlink: not an ARPHRD_INFINIBAND netdev
+            if not 0 <= vf < int(_read_text(os.path.join(self.sysfs, dev, "sriov_numvfs")) or 0):
+                raise _kernel_error(errno.EINVAL)
+            node, port = self.vf_guids(pf_bdf, vf) or (0, 0)
+            node, port = (guid, port) if kind == "node" else (node, guid)
+            self._tree.write(f"{FAKE_KERNEL_DIR}/{VF_GUIDS}/{pf_bdf}/{vf}", f"{node:016x} {port:016x}")
+
+    def vf_guids(self, pf_bdf: str, vf: int) -> tuple[int, int] | None:
+        """(node GUID, port GUID) recorded for VF `vf` of the PF, None when nothing was set."""
+        text = _read_text(os.path.join(self.sysfs, FAKE_KERNEL_DIR, VF_GUIDS, pf_bdf, str(vf)))
+        if not text:
+            return None
+        node, port = text.split()
+        return int(node, 16), int(port, 16)
+
+    def _is_infiniband(self, dev: str) -> bool:
+        net = os.path.join(self.sysfs, dev, "net")
+        names = sorted(os.listdir(net)) if os.path.isdir(net) else []
+        return any(_read_text(os.path.join(net, n, "type")) == "32" for n in names)
+
+    # SR-IOV
+    def _numvfs(self, dev: str, arg: str) -> None:
+        try:
+            wanted = int(arg, 0)
+        except ValueError:
+            raise _kernel_error(errno.EINVAL) from None
+        base = os.path.join(self.sysfs, dev)
+        total = _read_text(os.path.join(base, "sriov_totalvfs"))
+        if total is None:
+            raise _kernel_error(errno.ENOENT)
+        if not 0 <= wanted <= int(total):
+            raise _kernel_error(errno.ERANGE)
+        current = int(_read_text(os.path.join(base, "sriov_numvfs")) or 0)
+        if wanted == current:
+            return
+        if self._driver_of(dev) is None:
+            raise _kernel_error(errno.ENOENT)  # no PF driver with sriov_configure
+        if wanted == 0:
+            self._remove_vfs(dev)
+        elif current:
+            raise _kernel_error(errno.EBUSY)
+        else:
+            self._add_vfs(dev, wanted)
+        self._tree.write(f"{dev}/sriov_numvfs", wanted)
+
+    def _add_vfs(self, dev: str, count: int) -> None:
+        pf_bdf = os.path.basename(dev)
+        text = _read_text(os.path.join(self.sysfs, FAKE_KERNEL_DIR, SRIOV_STATE, f"{pf_bdf}.json"))
+        if text is None:
+            raise _kernel_error(errno.ENOENT)
+        state = json.loads(text)
+        failure = state.get("enableError")
+        if failure and count > failure["above"]:
+            raise _kernel_error(getattr(errno, failure["errno"]))
+        _, bus, slot, fn = state["pfBdf"]
+        last = (slot << 3 | fn) + state["offset"] + (count - 1) * state["stride"]
+        if bus + (last >> 8) > 0xFF:
+            raise _kernel_error(errno.ENOMEM)  # sriov_enable: "can't enable N VFs (bus out of range)"
+        root = os.path.dirname(self.sysfs)
+        builder = _Builder.resume(root, skip_dev=self.dev != os.path.realpath(os.path.join(root, "dev")))
+        made = [builder.make_vf(state, i) for i in range(count)]
+        if state["representors"]:
+            for i in range(count):
+                builder.representor(state["pf"], i)
+        builder.save_kernel_state()
+        self._autoprobe(dev, made, state["probe"])
+
+    def _autoprobe(self, pf_dev: str, made: list[str], probe: str | float) -> None:
+        """The builder binds every VF; undo what the driver would not have done (yet)."""
+        autoprobe = _read_text(os.path.join(self.sysfs, pf_dev, "sriov_drivers_autoprobe")) != "0"
+        bound = [(bdf, dev, driver) for bdf in made if (driver := self._driver_of(dev := self._device(bdf)))]
+        if not autoprobe or probe == "never":
+            for bdf, _, driver in bound:
+                self._unbind(driver, bdf)  # what the driver creates waits in the stash for a bind
+        elif probe != "immediate":
+            token = os.urandom(8).hex()  # this probe's: a VF made again meanwhile has its own
+            for bdf, dev, driver in bound:
+                self._stash(bdf, dev, driver)
+                if os.path.exists(os.path.join(self.sysfs, FAKE_KERNEL_DIR, "stash", bdf, "owner")):
+                    self._tree.write(f"{FAKE_KERNEL_DIR}/stash/{bdf}/probe", token)
+            timer = threading.Timer(float(probe), self._probed, args=(bound, token))
+            timer.daemon = True
+            timer.start()
+
+    def _probed(self, bound: list[tuple[str, str, str]], token: str) -> None:
+        """A slow probe finishing: the netdevs and RDMA devices of its VFs, if still bound to that driver."""
+        with self._lock:
+            for bdf, dev, driver in bound:
+                stash = os.path.join(self.sysfs, FAKE_KERNEL_DIR, "stash", bdf)
+                if _read_text(os.path.join(stash, "probe")) == token and self._driver_of(dev) == driver:
+                    self._unstash(bdf, dev, driver)
+                    self._apply_guids(bdf, dev)
+
+    def _remove_vfs(self, dev: str) -> None:
+        base = os.path.join(self.sysfs, dev)
+        removed = []
+        for entry in sorted(os.listdir(base)):
+            if entry.startswith("virtfn"):
+                vf_dev = os.path.relpath(os.path.realpath(os.path.join(base, entry)), self.sysfs)
+                removed.append(self._remove_vf(vf_dev))
+                os.unlink(os.path.join(base, entry))
+        net = os.path.join(base, "net")
+        for name in sorted(os.listdir(net)) if os.path.isdir(net) else []:
+            if re.match(r"^pf\d+vf\d+$", _read_text(os.path.join(net, name, "phys_port_name")) or ""):
+                shutil.rmtree(os.path.join(net, name))  # switchdev representors go with their VFs
+                os.unlink(os.path.join(self.sysfs, "class/net", name))
+        path = os.path.join(self.sysfs, FAKE_KERNEL_DIR, DEFAULT_DRIVERS)
+        gone = set(removed)
+        lines = [line for line in (_read_text(path) or "").splitlines() if line.split() and line.split()[0] not in gone]
+        self._tree.write(f"{FAKE_KERNEL_DIR}/{DEFAULT_DRIVERS}", "\n".join(lines))
+        shutil.rmtree(os.path.join(self.sysfs, FAKE_KERNEL_DIR, VF_GUIDS, os.path.basename(dev)), ignore_errors=True)
+
+    def _remove_vf(self, dev: str) -> str:
+        """Everything of one VF, as pci_iov_remove_virtfn leaves it: nothing. Returns its address."""
+        bdf = os.path.basename(dev)
+        driver = self._driver_of(dev)
+        if driver is not None:
+            self._unbind(driver, bdf)  # moves netdevs, RDMA devices and /dev nodes into the stash
+        shutil.rmtree(os.path.join(self.sysfs, FAKE_KERNEL_DIR, "stash", bdf), ignore_errors=True)
+        _remove_if_empty(os.path.join(self.sysfs, FAKE_KERNEL_DIR, "stash"))
+        if self.dev:
+            shutil.rmtree(os.path.join(self.dev, FAKE_KERNEL_DIR, bdf), ignore_errors=True)
+            _remove_if_empty(os.path.join(self.dev, FAKE_KERNEL_DIR))
+        group = os.path.join(self.sysfs, dev, "iommu_group")
+        if os.path.lexists(group):
+            gdir = os.path.realpath(group)
+            os.unlink(os.path.join(gdir, "devices", bdf))
+            if not os.listdir(os.path.join(gdir, "devices")):
+                shutil.rmtree(gdir)
+        os.unlink(os.path.join(self.sysfs, "bus/pci/devices", bdf))
+        shutil.rmtree(os.path.join(self.sysfs, dev))
+        return bdf
+
+    def _apply_guids(self, bdf: str, dev: str) -> None:
+        """A bound VF's RDMA device shows the GUIDs recorded for it: node_guid, port GID 0 and the
+        IPoIB address (its last 8 bytes are the port GUID)."""
+        physfn = os.path.join(self.sysfs, dev, "physfn")
+        if not os.path.lexists(physfn):
+            return
+        pf_base = os.path.realpath(physfn)
+        index = next((int(e[6:]) for e in os.listdir(pf_base) if e.startswith("virtfn")
+                      and os.path.basename(os.path.realpath(os.path.join(pf_base, e))) == bdf), None)
+        guids = self.vf_guids(os.path.basename(pf_base), index) if index is not None else None
+        if guids is None:
+            return
+        node, port = (_guid_text(g) for g in guids)
+        ib = os.path.join(self.sysfs, dev, "infiniband")
+        for name in sorted(os.listdir(ib)) if os.path.isdir(ib) else []:
+            self._tree.write(f"{dev}/infiniband/{name}/node_guid", node)
+            for p in sorted(os.listdir(os.path.join(ib, name, "ports"))):
+                if p == "1":  # a VF has one port; GID 0 is the subnet prefix and the port GUID
+                    self._tree.write(f"{dev}/infiniband/{name}/ports/{p}/gids/0", f"fe80:0000:0000:0000:{port}")
+        net = os.path.join(self.sysfs, dev, "net")
+        for name in sorted(os.listdir(net)) if os.path.isdir(net) else []:
+            address = _read_text(os.path.join(net, name, "address")) or ""
+            if _read_text(os.path.join(net, name, "type")) == "32" and address.count(":") == 19:
+                raw = port.replace(":", "")
+                tail = ":".join(raw[i:i + 2] for i in range(0, 16, 2))
+                self._tree.write(f"{dev}/net/{name}/address", address[:36] + tail)
 
     # the driver core
     def _device(self, bdf: str) -> str:
@@ -715,6 +1000,7 @@ class FakeKernel:
         self._tree.link(f"{dev}/driver", f"bus/pci/drivers/{driver}")
         self._tree.link(f"bus/pci/drivers/{driver}/{bdf}", dev)
         self._unstash(bdf, dev, driver)
+        self._apply_guids(bdf, dev)
         if driver == "vfio-pci":
             self._vfio_node(dev, present=True)
 
@@ -786,6 +1072,12 @@ class FakeKernel:
         members = os.listdir(os.path.join(gdir, "devices")) if os.path.isdir(os.path.join(gdir, "devices")) else []
         if not any(self._driver_of(self._device(m)) == "vfio-pci" for m in members) and os.path.lexists(node):
             os.unlink(node)
+
+
+def _guid_text(guid: int) -> str:
+    """A GUID as sysfs shows it: 0c42:a103:0065:8f2a."""
+    raw = f"{guid:016x}"
+    return ":".join(raw[i:i + 4] for i in range(0, 16, 4))
 
 
 def _kernel_error(code: int) -> OSError:

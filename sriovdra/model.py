@@ -64,6 +64,18 @@ MAX_DOMAIN = 63  # the domain part of an attribute name
 MAX_DEVICE_NAME = 63
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
+# Every attribute name each driver can publish (vf_attributes / ib_port_attributes below): a device
+# policy may not set these (tests/unit/test_policy.py checks the list against every demo device).
+_TOPOLOGY_ATTRIBUTES = ("numaNode", f"{STANDARD_DOMAIN}/pciBusID", f"{STANDARD_DOMAIN}/pcieRoot", "dra.net/numaNode")
+BUILTIN_ATTRIBUTES: dict[str, frozenset[str]] = {
+    SRIOV_DRIVER: frozenset({"vendor", "deviceID", "pciAddress", "vfID", "linkType", "rdmaCapable", "passthrough",
+                             "pfDeviceID", "pfPciAddress", "PFName", "EswitchMode", "k8s.cni.cncf.io/deviceID",
+                             *_TOPOLOGY_ATTRIBUTES}),
+    IB_DRIVER: frozenset({"type", "linkSpeed", "linkWidth", "portState", "physState", "firmwareVersion", "nodeGUID",
+                          "ibDevice", "portGUID", "pciAddress", "port", "vendor", "deviceID", "vfID", "passthrough",
+                          "pfPciAddress", "parentDevice", *_TOPOLOGY_ATTRIBUTES}),
+}
+
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 _C_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -126,6 +138,9 @@ class IbPort:
     gid0: str | None = None  # GID index 0: the port GUID with the subnet prefix
     umad: CharDevice | None = None
     issm: CharDevice | None = None
+    # The P_Key table the subnet manager programmed (ports/<n>/pkeys/<index>): index -> P_Key, unused
+    # (zero) entries left out. None when it could not be read (a hidden RDMA device): unknown, not empty.
+    pkeys: dict[int, int] | None = None
 
     @property
     def is_infiniband(self) -> bool:
@@ -145,6 +160,8 @@ class IbPort:
             "portGUID": self.gid0,
             "umad": self.umad.to_dict() if self.umad else None,
             "issm": self.issm.to_dict() if self.issm else None,
+            "pkeys": None if self.pkeys is None else [{"index": i, "pkey": f"0x{k:04x}"}
+                                                      for i, k in sorted(self.pkeys.items())],
         }
 
 

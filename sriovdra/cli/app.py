@@ -12,8 +12,9 @@ from sriovdra.cli.checkpoint import show_command
 from sriovdra.cli.discover import discover_command
 from sriovdra.cli.doctor import doctor_command
 from sriovdra.cli.options import DevRoot, GlobalOptions, HostRoot, SysfsRoot
-from sriovdra.cli.pending import pending
+from sriovdra.cli.provision import provision_command
 from sriovdra.cli.serve import serve_command
+from sriovdra.cli.webhook import webhook_command
 
 _SETTINGS = {"help_option_names": ["-h", "--help"], "terminal_width": 80, "max_content_width": 80}
 
@@ -48,7 +49,7 @@ def root(
 
 app.command("serve")(serve_command)
 app.command("discover")(discover_command)
-app.command("provision")(pending("provision", "set the number of VFs on PFs"))
+app.command("provision")(provision_command)
 cdi = _typer(help="Container Device Interface specs.")
 cdi.command("generate")(generate_command)
 app.add_typer(cdi, name="cdi")
@@ -56,6 +57,7 @@ checkpoint = _typer(help="The driver's persisted state.")
 checkpoint.command("show")(show_command)
 app.add_typer(checkpoint, name="checkpoint")
 app.command("doctor")(doctor_command)
+app.command("webhook")(webhook_command)
 
 
 def render_root_help() -> str:

@@ -33,6 +33,7 @@ def generate_command(
     from sriovdra.cli.discover import inventory_or_die
     from sriovdra.config import DECODERS, EMPTY, ConfigError
     from sriovdra.model import DRIVERS, SRIOV_DRIVER
+    from sriovdra.partition import check_device
 
     paths = host_paths(ctx, host_root, sysfs_root, dev_root)
     inv = inventory_or_die(paths)
@@ -55,7 +56,9 @@ def generate_command(
             settings = DECODERS[driver](_load(config))
         except ConfigError as e:
             die(f"--config {config}: {e}")
-    items = [cdi.SpecItem(d, settings, admin_access, i) for i, d in enumerate(chosen)]
+    # as serve does at prepare: IbConfig.pkey looked up in each port's P_Key table (for _PKEY_INDEX)
+    items = [cdi.SpecItem(d, settings, admin_access, i, check_device(inv, d, getattr(settings, "pkey", None)))
+             for i, d in enumerate(chosen)]
     try:
         spec = cdi.claim_spec(driver, claim_uid, items, inv, paths.dev_file)
         name = cdi.spec_file_name(spec.kind, claim_uid)

@@ -13,7 +13,7 @@ from sriovdra.cli.options import OutputFormat
 
 EXIT_FAILED = 1  # the command ran and found a failure (doctor FAIL)
 EXIT_ERROR = 2  # bad input: flags, paths, files
-EXIT_NOT_IMPLEMENTED = 3
+EXIT_REFUSED = 4  # provision: claims hold VFs of a PF that would change (see --force)
 
 
 def emit(data: dict, fmt: OutputFormat, table: Callable[[], str]) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -22,13 +21,10 @@ from sriovdra.cli.options import (
     cni_bin_dirs,
     host_paths,
 )
+from sriovdra.cli.logs import LogFormat, LogLevel, setup_logging
+from sriovdra.cli.discover import DevicePolicyPath
 from sriovdra.cli.output import die
 from sriovdra.model import DRIVERS
-
-
-class LogFormat(str, Enum):
-    text = "text"
-    json = "json"
 
 
 class NetdevAttach(str, Enum):
@@ -37,39 +33,29 @@ class NetdevAttach(str, Enum):
     none = "none"
 
 
-class LogLevel(str, Enum):
-    debug = "debug"
-    info = "info"
-    warning = "warning"
-    error = "error"
-
-
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        out = {"ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"), "level": record.levelname.lower(),
-               "logger": record.name, "msg": record.getMessage()}
-        if record.exc_info:
-            out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out)
-
-
-def setup_logging(level: LogLevel, fmt: LogFormat) -> None:
-    handler = logging.StreamHandler()
-    handler.setFormatter(_JsonFormatter() if fmt == LogFormat.json else
-                         logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
-    root = logging.getLogger()
-    root.handlers[:] = [handler]
-    root.setLevel(level.value.upper())
-    logging.getLogger("kubernetes").setLevel(logging.WARNING)
-    logging.getLogger("urllib3").setLevel(logging.WARNING)
-
-
 def _drivers(value: str | None) -> tuple[str, ...]:
     names = tuple(x.strip() for x in (value or "").split(",") if x.strip())
     unknown = [n for n in names if n not in DRIVERS]
     if unknown:
         die(f"--drivers: unknown driver(s) {', '.join(unknown)}; known: {', '.join(DRIVERS)}")
     return names
+
+
+def _provision_config(num_vfs: int, config_file: str | None, drivers: tuple[str, ...]):
+    """--num-vfs N or --provision-config FILE as a provisioning config (None: provision nothing)."""
+    from sriovdra.provisioning import ProvisionError, parse_config_text, serve_config
+
+    try:
+        if config_file is None:
+            return serve_config(num_vfs, drivers)
+        if num_vfs:
+            die("--num-vfs and --provision-config: give one of them")
+        with open(config_file) as f:
+            return parse_config_text(f.read(), config_file)
+    except OSError as e:
+        die(f"--provision-config {config_file}: {e.strerror}")
+    except ProvisionError as e:
+        die(f"{'--provision-config ' if config_file else ''}{e}")
 
 
 def _plugin_index(value: str) -> str:
@@ -109,6 +95,13 @@ def serve_command(
     nri_plugin_index: Annotated[str, typer.Option(
         envvar="SRIOVDRA_NRI_PLUGIN_INDEX", help="Two digits: where the plugin runs among NRI plugins.")] = "50",
     cni_bin_dir: CniBinDir = DEFAULT_CNI_BIN_DIR,
+    device_policy: DevicePolicyPath = None,
+    num_vfs: Annotated[int, typer.Option(
+        envvar="SRIOVDRA_NUM_VFS", min=0, help="At start, give every SR-IOV PF of the served drivers min(N, "
+                                               "sriov_totalvfs) VFs; 0 (VM mode): provision nothing.")] = 0,
+    provision_config: Annotated[Optional[str], typer.Option(
+        envvar="SRIOVDRA_PROVISION_CONFIG", metavar="FILE",
+        help="At start, provision as this `sriovdra provision --config` file says.")] = None,
     log_level: Annotated[LogLevel, typer.Option(envvar="SRIOVDRA_LOG_LEVEL")] = LogLevel.info,
     log_format: Annotated[LogFormat, typer.Option(envvar="SRIOVDRA_LOG_FORMAT")] = LogFormat.text,
     host_root: HostRoot = None,
@@ -122,6 +115,7 @@ def serve_command(
     from sriovdra.host.discovery import DiscoveryError
     from sriovdra.kube.api import ApiError
     from sriovdra.plugin.server import SocketPathError
+    from sriovdra.policyfile import PolicyFileError
 
     opts = ServeOptions(node_name=node_name, paths=host_paths(ctx, host_root, sysfs_root, dev_root),
                         drivers=_drivers(drivers), kubelet_root_dir=kubelet_root_dir, cdi_dir=cdi_dir,
@@ -129,14 +123,15 @@ def serve_command(
                         rescan_seconds=rescan_interval, health_resend_seconds=health_interval,
                         netdev_attach=netdev_attach.value, nri_socket=nri_socket,
                         nri_plugin_index=_plugin_index(nri_plugin_index),
-                        cni_bin_dirs=cni_bin_dirs(cni_bin_dir))
+                        cni_bin_dirs=cni_bin_dirs(cni_bin_dir), device_policy=device_policy,
+                        provision=_provision_config(num_vfs, provision_config, _drivers(drivers)))
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     try:
         service = Service(opts)
         service.start()
-    except (DiscoveryError, SocketPathError, ApiError, OSError) as e:
+    except (DiscoveryError, SocketPathError, ApiError, PolicyFileError, OSError) as e:
         die(str(e))
     except Exception as e:  # kubernetes.config.ConfigException and friends
         if type(e).__name__ == "ConfigException":

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
-from sriovdra import cdi, faults
+from sriovdra import cdi, faults, partition
 from sriovdra.checkpoint import (
     PREPARED,
     PREPARING,
@@ -32,6 +32,7 @@ from sriovdra.driver.ifnames import pick_names
 from sriovdra.host import pci
 from sriovdra.host.paths import HostPaths
 from sriovdra.model import IB_DRIVER, DraDevice, Inventory
+from sriovdra.policy import NO_POLICY, Decision, DevicePolicy
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,8 @@ class PrepareOutcome:
 class Driver:
     def __init__(self, settings: DriverSettings, inventory: Callable[[], Inventory], claims: ClaimSource,
                  on_prepared: Callable[[ClaimRecord, bool], None] | None = None,
-                 network: NetworkHooks | None = None, lock: threading.RLock | None = None) -> None:
+                 network: NetworkHooks | None = None, lock: threading.RLock | None = None,
+                 policy: Callable[[], DevicePolicy] | None = None) -> None:
         self.s = settings
         self.network = network
         self.kind = cdi.CDI_KINDS[settings.driver]
@@ -98,6 +100,8 @@ class Driver:
         self.records: dict[str, ClaimRecord] = {}
         self._lock = lock or threading.RLock()  # shared by the drivers of one process (network attach spans them)
         self._depth = 0
+        self.policy = policy or (lambda: NO_POLICY)  # the current device policy (it may be reloaded)
+        self._policy_notes: set[tuple[int, str]] = set()  # (level, message) published() logged, to log once
 
     # --- lifecycle -----------------------------------------------------------------------
 
@@ -221,13 +225,19 @@ class Driver:
         stale = self.records.pop(ref.uid, None)
         if stale is not None:  # an interrupted earlier attempt, or a claim allocated anew
             self._undo(stale)
-        by_name = {d.name: d for d in inv.dra_devices() if d.driver == self.s.driver}
+        decisions = self._decisions(inv)
+        by_name = {name: d.device for name, d in decisions.items()}
         base = self._ib_index_base(alloc, call_indexes) if self.s.driver == IB_DRIVER else None
         planned: list[tuple[PreparedDevice, DraDevice, VfConfig | IbConfig]] = []
         for i, result in enumerate(alloc.results):
             dev = self._device_for(alloc, result, by_name)
+            _check_policy(alloc, result, decisions[dev.name])
             config = config_for(alloc, result.request)
-            planned.append((self._plan(ref, result, dev, config, None if base is None else base + i), dev, config))
+            p = self._plan(ref, result, dev, config, None if base is None else base + i)
+            if isinstance(config, IbConfig):  # the P_Key table says now whether the partition is there
+                check = partition.check_device(inv, dev, config.pkey)
+                p.partition = check.to_dict() if check else None
+            planned.append((p, dev, config))
         self._check_attach(ref, [p for p, _, _ in planned])
         pods = [str(r.get("uid")) for r in alloc.reserved_for if r.get("uid")]
         if self.s.netdev_attach == "cdi":
@@ -248,7 +258,9 @@ class Driver:
                     pci.bind(self.s.paths, p.pci_address, config.driver)
                     faults.point("prepare.after-bind")
             if planned:
-                items = [cdi.SpecItem(dev, config, p.admin_access, p.env_index or 0) for p, dev, config in planned]
+                items = [cdi.SpecItem(dev, config, p.admin_access, p.env_index or 0,
+                                      partition.PartitionCheck.from_dict(p.partition) if p.partition else None)
+                         for p, dev, config in planned]
                 spec = cdi.claim_spec(self.s.driver, ref.uid, items, inv, self.s.paths.dev_file)
                 rec.specs[spec_name] = cdi.write_spec(self.s.cdi_dir, spec_name, spec)
             if net_name:
@@ -276,7 +288,9 @@ class Driver:
         movable = [d for d in devices if moves_netdev(d)]
         if not movable:
             return
-        if self.s.netdev_attach == "cdi":
+        # IbConfig is not refused: its mtu and pkey are first of all the verbs path MTU and partition,
+        # which reach the workload through the CDI env; the claim status says the netdev is unchanged.
+        if self.s.netdev_attach == "cdi" and self.s.driver != IB_DRIVER:
             for d in movable:
                 set_fields = [k for k in ("ips", "ipam", "routes", "mtu", "mac") if k in d.config]
                 if set_fields:
@@ -380,22 +394,55 @@ class Driver:
             return [r for r in self.records.values() if r.state == PREPARED]
 
     def published(self, inv: Inventory) -> list[DraDevice]:
-        """What to publish: the inventory's devices, with prepared devices as they were at prepare
-        time (a VF moved into a pod loses its netdev and RDMA device from the node's view; its
-        slice entry must not change or vanish while it is in use). A rolling-update pair reads
+        """What to publish: the inventory's devices as the device policy has them, with prepared
+        devices as they were at prepare time (a VF moved into a pod loses its netdev and RDMA device
+        from the node's view; its slice entry must not change or vanish while it is in use), also
+        when the policy now excludes them, until they are unprepared. A rolling-update pair reads
         the shared checkpoint so that both publish the same slices."""
-        devices = {d.name: d for d in inv.dra_devices() if d.driver == self.s.driver}
+        decisions = self._decisions(inv)
+        devices = {name: d.device for name, d in decisions.items() if d.published}
+        notes = {(logging.ERROR, f"{d.problem}; published without the device policy's attributes")
+                 for d in decisions.values() if d.problem}
         if self.s.serialize_lock is None:
             records = self.prepared()
         else:
             records = [r for r in self.store.peek().values() if r.state == PREPARED]
         for rec in records:
             for p in rec.devices:
+                decision = decisions.get(p.device)
                 if p.attributes:
                     devices[p.device] = DraDevice(driver=self.s.driver, name=p.device, attributes=p.attributes,
                                                   pci_address=p.pci_address, port=p.port,
                                                   rdma_device=p.rdma_device, netdev=p.netdev)
+                elif decision is not None:
+                    devices[p.device] = decision.device
+                if decision is not None and not decision.published:
+                    notes.add((logging.INFO, f"device {p.device} is prepared for claim {rec.claim}: it stays "
+                                             f"published until unprepared, although the device policy now "
+                                             f"says: {decision.reason}"))
+        self._note(notes)
         return sorted(devices.values(), key=lambda d: d.name)
+
+    def _decisions(self, inv: Inventory) -> dict[str, Decision]:
+        return {d.device.name: d for d in self.policy().decide(inv, self.s.driver)}
+
+    def _note(self, notes: set[tuple[int, str]]) -> None:
+        """Log each note once while it holds (published() runs at every rescan)."""
+        for level, message in sorted(notes - self._policy_notes):
+            log.log(level, "%s", message)
+        self._policy_notes = notes
+
+
+def _check_policy(alloc: Allocation, result: Result, decision: Decision) -> None:
+    """Refuse a device the device policy does not publish (any more: the claim was allocated before
+    the policy changed). The policy is the admin's current intent and prepare is the last point
+    where the node can enforce it; a refused claim is visible (the pod stays pending with this
+    message, the kubelet retries), a withdrawn device in use is not. Claims already prepared are
+    unaffected: a repeated prepare answers from the checkpoint before this check."""
+    if not decision.published:
+        raise ClaimError(f"claim {alloc.claim} request {result.request!r} device {result.device!r}: refused, "
+                         f"the device policy does not publish this device ({decision.reason}); delete the "
+                         f"pod and claim to allocate another device, or change the policy")
 
 
 def rebinds(driver: str | None) -> bool:

@@ -9,6 +9,10 @@ It loads pyroute2: the daemon imports it only when serving pods (--netdev-attach
 Every step is checkpointed before it touches the host: an Attachment in state ATTACHING is written
 first and ATTACHED after the last step, so a crash at any point leaves enough in the checkpoint
 to undo what was done (at Synchronize after a restart, or at unprepare).
+
+InfiniBand (IbConfig): mtu is the IB MTU, so the IPoIB netdev gets mtu - 4 (the IPoIB header);
+pkey puts an IPoIB P_Key child into the pod instead of the port's own netdev, which stays on the
+host. The child is recorded (Attachment.ipoib_child) before it is created and deleted at detach.
 """
 
 from __future__ import annotations
@@ -24,11 +28,13 @@ from typing import Protocol
 from sriovdra.checkpoint import ATTACHED, PREPARED, Attachment, ClaimRecord, PreparedDevice
 from sriovdra.driver.core import DeviceError, Driver, moves_netdev
 from sriovdra.driver.ifnames import pick_names
+from sriovdra.host import ipoib
 from sriovdra.host.ipam import DEFAULT_CNI_BIN_DIRS, IpamError, IpamResult, ipam_add, ipam_del
 from sriovdra.host.netlink import AttachRequest, LinkSnapshot, Netlink, NetlinkError
 from sriovdra.host.netns import open_netns_fd
 from sriovdra.host.rdma import RdmaError, RdmaNetlink
-from sriovdra.model import Inventory
+from sriovdra.model import IB_DRIVER, Inventory
+from sriovdra.partition import BASE_MASK
 
 log = logging.getLogger(__name__)
 
@@ -207,7 +213,8 @@ class PodNetwork:
         att = Attachment(pod=pod.uid, sandbox=pod.id, netns=pod.netns, pod_name=f"{pod.namespace}/{pod.name}",
                          if_name=name)
         try:
-            if dev.netdev:
+            pkey = self._child_pkey(slot)
+            if dev.netdev and pkey is None:  # with a P_Key child the parent stays where it is
                 att.original = self.netlink.snapshot(dev.netdev).to_dict()
             dev.attachment = att
             slot.driver.save()  # intent: from here a crash is undone from the checkpoint
@@ -219,8 +226,8 @@ class PodNetwork:
                 routes += [(dst, gw or got.gateway) for dst, gw in got.routes]  # CNI: no gw = the IP's gateway
             if dev.netdev:
                 a = self.netlink.attach(pod.netns, AttachRequest(
-                    host_name=dev.netdev, pod_name=name, mtu=cfg.get("mtu"), mac=cfg.get("mac"),
-                    ips=tuple(ips), routes=tuple(routes)))
+                    host_name=dev.netdev if pkey is None else self._ipoib_child(slot, att, pkey), pod_name=name,
+                    mtu=_netdev_mtu(slot), mac=cfg.get("mac"), ips=tuple(ips), routes=tuple(routes)))
                 att.ifindex, att.mac, att.mtu, att.ips = a.ifindex, a.mac, a.mtu, list(a.ips)
             if self.s.rdma_exclusive and dev.rdma_device:
                 self._rdma_move(dev.rdma_device, pod.netns, into=True)
@@ -234,7 +241,8 @@ class PodNetwork:
                 except DeviceError as undo:
                     log.error("%s: rollback incomplete: %s", where, undo)
             raise AttachError(f"{where}: {e}") from None
-        log.info("%s: %s is %s in the pod", where, dev.netdev or dev.rdma_device, name)
+        what = dev.netdev or dev.rdma_device
+        log.info("%s: %s is %s in the pod", where, what if pkey is None else f"P_Key {pkey:#06x} child of {what}", name)
 
     def _detach(self, slot: _Slot, netns: str | None, strict: bool) -> None:
         """Undo an attachment, last step first; the record is dropped only when everything is home.
@@ -252,6 +260,8 @@ class PodNetwork:
                 if outcome == "missing":
                     log.warning("%s: netdev %s is gone (destroyed with the pod's netns?)", where,
                                 att.original["name"])
+            if att.ipoib_child:
+                self._delete_child(att, netns, where)
             if att.ipam:
                 self._ipam_del(slot, att)
             if att.vf_original is not None:
@@ -262,6 +272,35 @@ class PodNetwork:
             log.error("%s: %s", where, e)
         slot.dev.attachment = None
         slot.driver.save()
+
+    def _child_pkey(self, slot: _Slot) -> int | None:
+        """The P_Key of the IPoIB child to create for IbConfig.pkey; None when the port's own IPoIB
+        netdev goes into the pod: no pkey, no netdev, or the netdev already is in that partition."""
+        pkey = slot.dev.config.get("pkey") if slot.driver.s.driver == IB_DRIVER else None
+        if pkey is None or not slot.dev.netdev:
+            return None
+        own = self.netlink.ipoib_pkey(slot.dev.netdev)
+        return None if own is not None and own & BASE_MASK == pkey & BASE_MASK else pkey
+
+    def _ipoib_child(self, slot: _Slot, att: Attachment, pkey: int) -> str:
+        """Create the P_Key child that goes into the pod instead of its parent; its host-side name.
+        Recorded before it exists, under a name only we use: a crash from here on deletes it."""
+        child = {"parent": slot.dev.netdev, "pkey": pkey, "name": self.netlink.temp_name(), "ifindex": None}
+        att.ipoib_child = child
+        slot.driver.save()
+        child["ifindex"] = self.netlink.add_ipoib_child(child["parent"], child["name"], pkey)
+        slot.driver.save()
+        return child["name"]
+
+    def _delete_child(self, att: Attachment, netns: str | None, where: str) -> None:
+        """Delete the P_Key child wherever it got to: in the pod, or still on the host when the attach
+        stopped before the move (a virtual link is destroyed with its netns: then nothing is left)."""
+        child = att.ipoib_child
+        created = {child["ifindex"]} if child.get("ifindex") is not None else set()
+        in_pod = created | ({att.ifindex} if att.ifindex is not None else set())
+        if self.netlink.delete_link(netns, child["name"], {att.if_name}, in_pod, created) == "missing":
+            log.info("%s: P_Key %#06x child of %s is gone (never created, or destroyed with the pod's netns)",
+                     where, child["pkey"], child["parent"])
 
     def _vf_settings(self, slot: _Slot, att: Attachment) -> None:
         wanted = {kw: slot.dev.config[key] for key, kw in _VF_SETTINGS.items() if key in slot.dev.config}
@@ -312,6 +351,12 @@ class PodNetwork:
         if netns is None:
             return  # the kernel returns RDMA devices to the root netns when their netns dies
         self._rdma_move(rdma, netns, into=False)
+
+
+def _netdev_mtu(slot: _Slot) -> int | None:
+    """VfConfig.mtu is the netdev's; IbConfig.mtu is the IB MTU, which IPoIB carries minus its header."""
+    mtu = slot.dev.config.get("mtu")
+    return ipoib.netdev_mtu(mtu) if mtu is not None and slot.driver.s.driver == IB_DRIVER else mtu
 
 
 def _cni_args(pod: PodSandbox) -> dict[str, str]:

@@ -5,7 +5,7 @@ Layout read (all under the sysfs root):
                          virtfnN,physfn,iommu_group,net/<if>/,infiniband/<dev>/,
                          infiniband_verbs/uverbsN/,infiniband_mad/{umadN,issmN}/}
   bus/pci/devices/<bdf>/infiniband/<dev>/{node_guid,fw_ver,hca_type,
-                         ports/<n>/{state,phys_state,rate,lid,sm_lid,link_layer,gids/0}}
+                         ports/<n>/{state,phys_state,rate,lid,sm_lid,link_layer,gids/0,pkeys/<i>}}
   kernel/iommu_groups/<n>/name, class/misc/rdma_cm/dev
 These per-device directories are the objects /sys/class/{net,infiniband,infiniband_verbs,
 infiniband_mad} link to; reading them from the PCI side keeps every fact tied to its function.
@@ -44,6 +44,8 @@ _ARPHRD = {"1": LINK_ETHERNET, "32": LINK_INFINIBAND}
 _PORT_STATES = {"0": "Nop", "1": "Down", "2": "Init", "3": "Armed", "4": "Active", "5": "ActiveDefer"}
 _RATE = re.compile(r"^\s*([0-9]{1,5}(?:\.[0-9]{1,3})?)\s*Gb/sec(?:\s*\(([0-9]{1,2}X)[^)]*\))?")
 MAX_PORT = 255  # IB port numbers are u8
+MAX_PKEYS = 1 << 16  # P_Key table indexes are u16
+_PKEY_BASE = 0x7FFF  # the partition number; bit 15 is the membership bit
 MAX_VFS = 65536
 MAX_NUMA_NODES = 1 << 16
 
@@ -260,7 +262,33 @@ def _read_port(sysfs: Sysfs, base: str, number: int) -> IbPort:
         port.lid = _u16(sysfs, f"{base}/lid")
         port.sm_lid = _u16(sysfs, f"{base}/sm_lid")
     port.gid0 = sysfs.read(f"{base}/gids/0", expected=False)
+    port.pkeys = _pkey_table(sysfs, f"{base}/pkeys")
     return port
+
+
+def _pkey_table(sysfs: Sysfs, rel: str) -> dict[int, int] | None:
+    """The port's P_Key table, {index: P_Key}, without unused entries (0x0000; base 0 is no partition).
+
+    None (unknown) without the directory, or when any entry cannot be read: a partial table would
+    make a partition look missing when it is only unreadable.
+    """
+    if not sysfs.exists(rel):
+        return None
+    table: dict[int, int] = {}
+    for name in sysfs.listdir(rel):
+        index = _number(name, MAX_PKEYS)
+        value = sysfs.read_int(f"{rel}/{name}", base=16) if index is not None else None
+        if value is None:  # read_int has reported why
+            if index is None:
+                sysfs.problems.append(Problem(sysfs.path(f"{rel}/{name}"), "not a P_Key index; table unknown"))
+            return None
+        if not 0 <= value <= 0xFFFF:
+            sysfs.problems.append(Problem(sysfs.path(f"{rel}/{name}"), f"P_Key {value:#x} is not 16-bit; "
+                                                                      f"table unknown"))
+            return None
+        if value & _PKEY_BASE:
+            table[index] = value
+    return table
 
 
 def _u16(sysfs: Sysfs, rel: str) -> int | None:

@@ -19,11 +19,13 @@ from dataclasses import dataclass
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError as _KernelError
 
+from sriovdra.host import ipoib
 from sriovdra.host import netns as netns_mod
 
 ROOT_NETNS = "/proc/self/ns/net"
 
-_SOL_NETLINK, _NETLINK_EXT_ACK = 270, 11  # include/uapi/linux/netlink.h
+_SOL_NETLINK, _NETLINK_CAP_ACK, _NETLINK_EXT_ACK = 270, 10, 11  # include/uapi/linux/netlink.h
+_ANSWER_SECONDS = 10.0  # the kernel answers at once; only a wedged rtnl lock takes longer
 _IFF_UP = 0x1
 _IFNAMSIZ = 16
 _IFA_F_NODAD = 0x02
@@ -325,6 +327,91 @@ class Netlink:
     def _temp_name(self) -> str:
         return f"{self._temp_prefix}{secrets.token_hex(4)}"
 
+    temp_name = _temp_name  # a unique name for a link we create (never clashes with a real one)
+
+    # ----- IPoIB P_Key children -----
+
+    def ipoib_pkey(self, name: str) -> int | None:
+        """The P_Key of IPoIB netdev `name` (IFLA_IPOIB_PKEY, as ipoib reports it), None for other links."""
+        with self._root() as root, _step(name, "read IPoIB P_Key", self.root_netns):
+            link = _link_by_name(root, name)
+            info = link.get_attr("IFLA_LINKINFO") if link is not None else None
+            if info is None or info.get_attr("IFLA_INFO_KIND") != "ipoib":
+                return None
+            data = info.get_attr("IFLA_INFO_DATA")
+            return data.get_attr("IFLA_IPOIB_PKEY") if data is not None else None
+
+    def add_ipoib_child(self, parent: str, name: str, pkey: int) -> int:
+        """Create IPoIB P_Key child `name` of `parent` in the root netns; returns its ifindex."""
+        step, ns = f"create IPoIB child for P_Key {pkey:#06x}", self.root_netns
+        with self._root() as root:
+            with _step(parent, "look up IPoIB parent", ns):
+                link = _link_by_name(root, parent)
+            if link is None:
+                raise NetlinkError(parent, "look up IPoIB parent", ns, "no such link", errno.ENODEV)
+            seq = secrets.randbits(31) | 1
+            try:
+                request = ipoib.child_request(seq, name, link["index"], pkey)
+            except ValueError as e:
+                raise NetlinkError(parent, step, ns, str(e), errno.EINVAL) from e
+            code, text = self._transact(request, seq, parent, step)
+            if code:
+                why = f"{text or os.strerror(code)} ({errno.errorcode.get(code, code)})"
+                raise NetlinkError(parent, step, ns, f"{why}: {ipoib.hint(code)}", code)
+            with _step(name, "look up the new IPoIB child", ns):
+                child = _link_by_name(root, name)
+            if child is None:
+                raise NetlinkError(name, "look up the new IPoIB child", ns, "created, but not found", errno.ENODEV)
+            return child["index"]
+
+    def _transact(self, request: bytes, seq: int, ifname: str, step: str) -> tuple[int, str]:
+        """Send one request from the root netns and wait for its acknowledgement: (errno, ext-ack text)."""
+        with _step(ifname, step, self.root_netns):
+            sock = netns_mod.call_in(self._root_fd, _rtnl_socket)
+            with sock:
+                sock.setsockopt(_SOL_NETLINK, _NETLINK_CAP_ACK, 1)  # errors without the request echoed
+                sock.settimeout(_ANSWER_SECONDS)
+                sock.sendto(request, (0, 0))
+                while True:
+                    try:
+                        answer = ipoib.parse_ack(sock.recv(1 << 16), seq)
+                    except ipoib.IpoibMessageError as e:
+                        raise NetlinkError(ifname, step, self.root_netns, f"bad answer from the kernel: {e}") from e
+                    if answer is not None:
+                        return answer
+
+    def delete_link(self, netns: str | None, unique_name: str, names: set[str], indexes: set[int],
+                    root_indexes: set[int]) -> str:
+        """Delete a link we created, wherever it is now: in `netns` if that still exists, else in the root
+        netns. "deleted", or "missing" (it died with its netns). It is ours when it has `unique_name`
+        (a temporary name only we give), or an ifindex we recorded (`indexes` in the pod, `root_indexes`
+        in the root netns: a pod-side number means nothing there) together with a name in `names` or
+        one of our temporary names: an ifindex alone may have been reused by someone else's link."""
+
+        def matcher(known: set[int]):
+            def ours(link) -> bool:
+                name = link.get_attr("IFLA_IFNAME") or ""
+                return name == unique_name or link["index"] in known and (
+                    name in names or name.startswith(self._temp_prefix))
+            return ours
+
+        if netns is not None:
+            try:
+                fd = netns_mod.open_netns_fd(netns)
+            except OSError as e:
+                if e.errno not in (errno.ENOENT, errno.EINVAL):
+                    raise NetlinkError(unique_name, "open netns", netns, _describe(e), e.errno) from e
+                fd = -1  # the pod's netns is gone: so is the link, or it came home
+            if fd >= 0:
+                try:
+                    with _ipr_in(fd, unique_name, netns) as pod:
+                        if _delete_first(pod, matcher(indexes), unique_name, netns):
+                            return "deleted"
+                finally:
+                    os.close(fd)
+        with self._root() as root:
+            return "deleted" if _delete_first(root, matcher(root_indexes), unique_name, self.root_netns) else "missing"
+
     # ----- PF-side VF settings -----
 
     def set_vf(self, pf: str, vf: int, *, mac=None, vlan=None, qos=None, proto=None, spoofchk=None, trust=None,
@@ -575,6 +662,17 @@ def _find_returned(links: list, pod_name: str, original: LinkSnapshot, ifindex: 
 
 
 # ----- small netlink helpers -----
+
+
+def _delete_first(ipr: IPRoute, match, ifname: str, netns: str) -> bool:
+    """Delete the first link `match` accepts; False when there is none."""
+    with _step(ifname, "find link to delete", netns):
+        link = next((x for x in ipr.get_links() if match(x)), None)
+    if link is None:
+        return False
+    with _step(link.get_attr("IFLA_IFNAME") or ifname, "delete link", netns):
+        _ignore(errno.ENODEV)(ipr.link)("del", index=link["index"])
+    return True
 
 
 def _link_by_name(ipr: IPRoute, name: str):

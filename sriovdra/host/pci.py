@@ -7,22 +7,20 @@ is also what lets vfio-pci, which has no ID table, match at all. Any failure aft
 change rolls the function back to the driver it had.
 
 A fake host tree (FAKE_HOST_MARKER on its sysfs root) has no kernel behind its files: the same writes go
-through sriovdra.fakehost.FakeKernel, which plays the kernel's part.
+through sriovdra.fakehost.FakeKernel, which plays the kernel's part (sriovdra.host.writer picks).
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
 
 from sriovdra.host.discovery import BDF, PCI_DEVICES
-from sriovdra.host.paths import FAKE_HOST_MARKER, HostPaths
+from sriovdra.host.paths import HostPaths
+from sriovdra.host.writer import Writer, sysfs_writer
 
 PCI_DRIVERS = "bus/pci/drivers"
 _DRIVER_NAME = re.compile(r"^[A-Za-z0-9_.-]+$")
-
-Writer = Callable[[str, str], None]  # (absolute sysfs path, value)
 
 
 class PciBindError(Exception):
@@ -47,7 +45,7 @@ def bind(paths: HostPaths, bdf: str, driver: str) -> str | None:
         return original
     what = f"{bdf}: bind to {driver}"
     _require_driver(paths, driver, what)  # before any change: nothing to roll back
-    write = _writer(paths)
+    write = sysfs_writer(paths)
     try:
         _switch(paths, write, bdf, original, driver)
     except PciBindError as e:
@@ -59,7 +57,7 @@ def restore(paths: HostPaths, bdf: str, original: str | None) -> None:
     """Put the function back on original (None: leave it unbound). Idempotent."""
     now = current_driver(paths, bdf)
     dev = _device_dir(paths, bdf)
-    write = _writer(paths)
+    write = sysfs_writer(paths)
     what = f"{bdf}: restore to {original or 'no driver'}"
     try:
         if now == original:
@@ -75,6 +73,21 @@ def restore(paths: HostPaths, bdf: str, original: str | None) -> None:
         _switch(paths, write, bdf, now, original)
     except PciBindError as e:
         raise PciBindError(f"{what}: {e}") from None
+
+
+def rebind(paths: HostPaths, bdf: str) -> str:
+    """Unbind the function and bind it to the same driver again, so that the driver reads what was
+    set for it meanwhile (a VF's GUIDs). Returns the driver; a failure rolls back to it."""
+    driver = current_driver(paths, bdf)
+    what = f"{bdf}: rebind to {driver}"
+    if driver is None:
+        raise PciBindError(f"{bdf}: rebind: not bound to any driver")
+    _require_driver(paths, driver, what)
+    try:
+        _switch(paths, sysfs_writer(paths), bdf, driver, driver)
+    except PciBindError as e:
+        raise PciBindError(f"{what}: {e}; {_roll_back(paths, bdf, driver)}") from None
+    return driver
 
 
 # --- steps ---------------------------------------------------------------------------------
@@ -142,22 +155,3 @@ def _write(write: Writer, path: str, value: str) -> None:
     except OSError as e:
         shown = value.strip() or "a newline"
         raise PciBindError(f"write {shown} to {path}: {e.strerror or e}") from None
-
-
-def _writer(paths: HostPaths) -> Writer:
-    """Real sysfs, or the fake kernel for a fake host tree (its marker on the sysfs root)."""
-    if os.path.exists(os.path.join(paths.sysfs, FAKE_HOST_MARKER)):
-        from sriovdra.fakehost import FakeKernel  # test and demo trees only
-
-        return FakeKernel(paths.sysfs, paths.dev).write
-    return _write_sysfs
-
-
-def _write_sysfs(path: str, value: str) -> None:
-    # One write() per attribute: sysfs takes the value of the first write and no O_CREAT,
-    # so a missing attribute is ENOENT rather than a new file.
-    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
-    try:
-        os.write(fd, value.encode())
-    finally:
-        os.close(fd)

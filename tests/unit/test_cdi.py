@@ -81,3 +81,84 @@ def test_netdev_names_must_be_unique_within_an_edit_set():
     data = {"cdiVersion": "1.1.0", "kind": "a.io/netdev", "devices": [{"name": "d", "containerEdits": {
         "netDevices": [{"hostInterfaceName": "e1", "name": "net1"}, {"hostInterfaceName": "e2", "name": "net1"}]}}]}
     assert cdi.validate(data) == ["device 'd': netDevices name must be set and unique"]
+
+
+# --- InfiniBand: IbConfig in the env ------------------------------------------------------------
+
+
+def _ib_inventory(build_host, pkeys=(0xFFFF, 0x8001)):
+    from sriovdra.host.discovery import discover
+    from tests.conftest import ib_pf
+
+    _, paths = build_host({"pfs": [ib_pf(ports=[{"pkeys": list(pkeys)}], vfs={"total": 4, "count": 2, "offset": 1})]})
+    return discover(paths), paths
+
+
+def _ib_spec(inv, paths, configs):
+    from sriovdra.model import IB_DRIVER
+    from sriovdra.partition import check_device
+
+    devices = [d for d in inv.dra_devices() if d.driver == IB_DRIVER][:len(configs)]
+    items = [cdi.SpecItem(d, c, False, i, check_device(inv, d, c.pkey))
+             for i, (d, c) in enumerate(zip(devices, configs, strict=True))]
+    return cdi.claim_spec(IB_DRIVER, "uid-9", items, inv, paths.dev_file).to_json()
+
+
+def test_ib_env_keeps_the_seed_names_and_adds_the_pkey_index(build_host):
+    from sriovdra.config import IbConfig
+
+    inv, paths = _ib_inventory(build_host)
+    data = _ib_spec(inv, paths, [IbConfig(pkey=0x8001, traffic_class=128, mtu=4096)])
+    env = data["devices"][0]["containerEdits"]["env"]
+    assert {"IB_DEVICE_0_PKEY=0x8001", "IB_DEVICE_0_TRAFFIC_CLASS=128", "IB_DEVICE_0_MTU=4096",
+            "IB_DEVICE_0_PKEY_INDEX=1"} <= set(env)
+    # the libraries' variables, once for the claim: NCCL takes the index, UCX the partition number
+    assert data["containerEdits"]["env"] == ["NCCL_IB_PKEY=1", "UCX_IB_PKEY=0x0001", "NCCL_IB_TC=128",
+                                             "UCX_IB_TRAFFIC_CLASS=128", "UCX_IB_PATH_MTU=4096"]
+    assert cdi.validate(data) == []
+
+
+def test_ib_env_without_the_partition_has_no_index(build_host):
+    from sriovdra.config import IbConfig
+
+    inv, paths = _ib_inventory(build_host, pkeys=(0xFFFF,))
+    data = _ib_spec(inv, paths, [IbConfig(pkey=0x8001)])
+    env = data["devices"][0]["containerEdits"]["env"]
+    assert "IB_DEVICE_0_PKEY=0x8001" in env and not any("PKEY_INDEX" in e for e in env)
+    assert data["containerEdits"]["env"] == ["UCX_IB_PKEY=0x0001"]  # UCX looks the partition up itself
+
+
+@pytest.mark.parametrize("configs, expected", [
+    # every IB device agrees: set
+    ([dict(pkey=0x8001, traffic_class=3), dict(pkey=0x8001, traffic_class=3)],
+     ["NCCL_IB_PKEY=1", "UCX_IB_PKEY=0x0001", "NCCL_IB_TC=3", "UCX_IB_TRAFFIC_CLASS=3"]),
+    # one device without a pkey stays on the default partition: no process-wide pkey
+    ([dict(pkey=0x8001, traffic_class=3), dict(traffic_class=3)], ["NCCL_IB_TC=3", "UCX_IB_TRAFFIC_CLASS=3"]),
+    ([dict(mtu=2048), dict(mtu=4096)], []),
+    ([dict(mtu=256)], []),  # UCX_IB_PATH_MTU has no 256
+    ([dict()], []),
+])
+def test_library_env_only_when_every_ib_device_agrees(build_host, configs, expected):
+    from sriovdra.config import IbConfig
+
+    inv, paths = _ib_inventory(build_host)
+    data = _ib_spec(inv, paths, [IbConfig(**c) for c in configs])
+    assert data.get("containerEdits", {}).get("env", []) == expected
+
+
+def test_spec_level_env_is_validated():
+    bad = {"cdiVersion": "0.3.0", "kind": "a.io/b", "containerEdits": {"env": ["NOVALUE"]},
+           "devices": [{"name": "d", "containerEdits": {"env": ["A=1"]}}]}
+    assert cdi.validate(bad) == ["spec containerEdits: env 'NOVALUE' is not KEY=VALUE"]
+
+
+def test_nccl_pkey_index_needs_the_same_index_on_every_port(build_host):
+    from sriovdra.config import IbConfig
+    from sriovdra.partition import resolve
+
+    inv, _ = _ib_inventory(build_host)
+    a, b = inv.dra_devices()[:2]
+    cfg = IbConfig(pkey=0x8001)
+    items = [cdi.SpecItem(a, cfg, partition=resolve(0x8001, {0: 0xFFFF, 1: 0x8001}, "mlx5_0/1")),
+             cdi.SpecItem(b, cfg, index=1, partition=resolve(0x8001, {0: 0xFFFF, 4: 0x8001}, "mlx5_1/1"))]
+    assert cdi.library_env(items) == ["UCX_IB_PKEY=0x0001"]  # one NCCL_IB_PKEY cannot be right for both
