@@ -1,9 +1,11 @@
-"""Admission review of our opaque configs in ResourceClaims and ResourceClaimTemplates.
+"""Admission review of our opaque configs in ResourceClaims, ResourceClaimTemplates and DeviceClasses.
 
 Pure (no I/O): an admission.k8s.io AdmissionReview in, the AdmissionReview answer out. Every
 opaque config addressed to one of our drivers is decoded by the very decoder `prepare` uses
 (sriovdra.config.DECODERS), so the webhook refuses exactly what a node would refuse later, at
 `kubectl apply` time instead of at pod start. Configs of other drivers are not ours to judge.
+A DeviceClass's configs are validated too: prepare decodes them for every claim of the class,
+so a bad one would fail all of those claims.
 
 A denial looks like the reference InfiniBand driver's (its e2e greps these strings):
     2 configs failed to validate: object at spec.devices.config[0].opaque.parameters is invalid:
@@ -22,10 +24,13 @@ from typing import Any
 from sriovdra.config import DECODERS, ConfigError
 
 GROUP = "resource.k8s.io"
-VERSIONS = ("v1", "v1beta1", "v1beta2")  # in all three, claims keep configs at spec.devices.config
+VERSIONS = ("v1", "v1beta1", "v1beta2")  # all three keep configs at the same paths (CONFIG_PATHS)
 REVIEW_API_VERSIONS = ("admission.k8s.io/v1", "admission.k8s.io/v1beta1")  # same shape; answer in kind
-# Where each kind keeps its ResourceClaimSpec (a template wraps one in spec.spec).
-SPEC_PATHS = {"ResourceClaim": ("spec",), "ResourceClaimTemplate": ("spec", "spec")}
+# Where each kind keeps its list of device configs: a claim in its spec.devices, a template in
+# the claim spec it wraps (spec.spec), a DeviceClass directly in its spec.
+CONFIG_PATHS = {"ResourceClaim": ("spec", "devices", "config"),
+                "ResourceClaimTemplate": ("spec", "spec", "devices", "config"),
+                "DeviceClass": ("spec", "config")}
 VALIDATED_OPERATIONS = ("CREATE", "UPDATE")
 
 Decoder = Callable[[Any], object]
@@ -36,7 +41,7 @@ class ReviewError(ValueError):
 
 
 class ShapeError(ValueError):
-    """The reviewed object has no claim-spec shape where its kind keeps one (it is denied)."""
+    """The reviewed object has no config list where its kind keeps one (it is denied)."""
 
 
 @dataclass(frozen=True)
@@ -84,7 +89,7 @@ class ConfigFailure:
 class Verdict:
     allowed: bool
     failures: tuple[ConfigFailure, ...] = ()
-    problem: str = ""  # the object itself is not a claim spec (a shape error, not a config's)
+    problem: str = ""  # the object has no config list where expected (a shape error, not a config's)
     warnings: tuple[str, ...] = field(default=())
 
     @property
@@ -151,13 +156,13 @@ def _type_name(value: Any) -> str:
             float: "a number"}.get(type(value), type(value).__name__)
 
 
-def config_failures(obj: Any, spec_path: tuple[str, ...],
+def config_failures(obj: Any, config_path: tuple[str, ...],
                     decoders: Mapping[str, Decoder] = DECODERS) -> tuple[ConfigFailure, ...]:
-    """Decode every opaque config of our drivers in <spec_path>.devices.config[]; the ones refused.
+    """Decode every opaque config of our drivers in the list at config_path; the ones refused.
 
-    Raises ShapeError when the object has no claim-spec shape there (config not a list, ...)."""
-    where = ".".join((*spec_path, "devices", "config"))
-    configs = _dig(obj, (*spec_path, "devices", "config"))
+    Raises ShapeError when the object has no config list there (config not a list, ...)."""
+    where = ".".join(config_path)
+    configs = _dig(obj, config_path)
     if configs is None:
         return ()
     if not isinstance(configs, list):
@@ -180,9 +185,9 @@ def config_failures(obj: Any, spec_path: tuple[str, ...],
 
 
 def decide(req: AdmissionRequest, decoders: Mapping[str, Decoder] = DECODERS) -> Verdict:
-    """Allow anything that is not a CREATE/UPDATE of a claim or template; validate those."""
-    spec_path = SPEC_PATHS.get(req.kind)
-    if req.group != GROUP or spec_path is None or req.operation not in VALIDATED_OPERATIONS:
+    """Allow anything that is not a CREATE/UPDATE of a claim, template or class; validate those."""
+    config_path = CONFIG_PATHS.get(req.kind)
+    if req.group != GROUP or config_path is None or req.operation not in VALIDATED_OPERATIONS:
         return Verdict(allowed=True)
     if req.version not in VERSIONS:
         # Allowed (an unknown shape must not block the cluster), but said so: a webhook
@@ -193,20 +198,19 @@ def decide(req: AdmissionRequest, decoders: Mapping[str, Decoder] = DECODERS) ->
         raise ReviewError(f"request.object: expected the {req.kind} being {req.operation.lower()}d, "
                           f"got {_type_name(req.object)}")
     try:
-        failures = config_failures(req.object, spec_path, decoders)
+        failures = config_failures(req.object, config_path, decoders)
     except ShapeError as e:
         return Verdict(allowed=False, problem=str(e))
-    if failures and _configs_unchanged(req, spec_path):
+    if failures and _configs_unchanged(req, config_path):
         # The configs predate this webhook (or a stricter version of it) and this update does not
         # touch them: refusing would block finalizer removal and metadata edits, i.e. deletion.
         return Verdict(allowed=True, warnings=tuple(f"unchanged but invalid: {f}" for f in failures))
     return Verdict(allowed=not failures, failures=failures)
 
 
-def _configs_unchanged(req: AdmissionRequest, spec_path: tuple[str, ...]) -> bool:
-    path = (*spec_path, "devices", "config")
+def _configs_unchanged(req: AdmissionRequest, config_path: tuple[str, ...]) -> bool:
     return req.operation == "UPDATE" and isinstance(req.old_object, Mapping) and \
-        _dig(req.old_object, path) == _dig(req.object, path)
+        _dig(req.old_object, config_path) == _dig(req.object, config_path)
 
 
 def _status(req: AdmissionRequest, verdict: Verdict) -> dict:

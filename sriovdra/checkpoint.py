@@ -17,7 +17,7 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from sriovdra.atomicfile import write_atomic
 from sriovdra.claim import ClaimRef
@@ -31,6 +31,19 @@ PREPARING, PREPARED, UNPREPARING = "preparing", "prepared", "unpreparing"
 
 class CheckpointError(Exception):
     pass
+
+
+# Compatibility with the releases before and after this one, which may run beside it (a rolling update's
+# twin re-reads the file at every operation). Older readers build records with cls(**d) and fail on a key
+# they do not know: keys added since are written only when set (_OPTIONAL). Newer writers may add keys
+# this release does not know: reading keeps the fields it knows and drops the rest (_known).
+def _known(cls, d: dict) -> dict:
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in d.items() if k in names}
+
+
+def _without_unset(d: dict, optional: tuple[str, ...]) -> dict:
+    return {k: v for k, v in d.items() if k not in optional or v is not None}
 
 
 # Attachment states: a record is written in ATTACHING before the netdev is touched; a crash
@@ -62,9 +75,18 @@ class Attachment:
     # detach: {"parent", "pkey", "name" (unique host-side name), "ifindex" (None until created)}.
     # Recorded before it is created, so a crash at any point deletes it.
     ipoib_child: dict | None = None
+    # Carrier of the pod-side IPoIB netdev when its MTU was last read (IbConfig.mtu only): without it
+    # the broadcast-group join is pending and the kernel may still lower the MTU.
+    carrier: bool | None = None
+
+    _OPTIONAL = ("ipoib_child", "carrier")  # added after version 1's first release: written only when set
 
     def to_dict(self) -> dict:
-        return dict(self.__dict__)
+        return _without_unset(dict(self.__dict__), self._OPTIONAL)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Attachment:
+        return cls(**_known(cls, d))
 
 
 @dataclass
@@ -87,16 +109,18 @@ class PreparedDevice:
     attachment: Attachment | None = None
     partition: dict | None = None  # IbConfig.pkey looked up in the port's P_Key table (partition.PartitionCheck)
 
+    _OPTIONAL = ("partition",)  # added after version 1's first release: written only when set
+
     def to_dict(self) -> dict:
         out = dict(self.__dict__)
         out["attachment"] = self.attachment.to_dict() if self.attachment else None
-        return out
+        return _without_unset(out, self._OPTIONAL)
 
     @classmethod
     def from_dict(cls, d: dict) -> PreparedDevice:
-        d = dict(d)
+        d = _known(cls, d)
         att = d.pop("attachment", None)
-        return cls(**d, attachment=Attachment(**att) if att else None)
+        return cls(**d, attachment=Attachment.from_dict(att) if att else None)
 
 
 @dataclass
@@ -119,7 +143,7 @@ class ClaimRecord:
         specs = d.get("specs")
         if specs is None and d.get("cdiSpec"):  # the first layout: one spec, two keys
             specs = {d["cdiSpec"]: d.get("spec")}
-        return cls(claim=ClaimRef(**d["claim"]), state=d["state"],
+        return cls(claim=ClaimRef(**_known(ClaimRef, d["claim"])), state=d["state"],
                    devices=[PreparedDevice.from_dict(x) for x in d.get("devices", [])],
                    specs=dict(specs or {}), pods=list(d.get("pods", [])), updated=d.get("updated", 0.0))
 
@@ -175,6 +199,17 @@ class CheckpointStore:
             os.replace(self.path, loaded.set_aside)
         return loaded
 
+    def reread(self) -> LoadResult:
+        """The records on disk now, for a process that shares the file (a rolling-update twin): never
+        moves the file (a missing one reads as empty; a bad one as a problem, the caller keeps what it
+        has rather than overwriting the other process's state with nothing)."""
+        if not os.path.exists(self.path):
+            return LoadResult(records={})
+        try:
+            return read_only(self.path)
+        except CheckpointError as e:  # unreadable (permissions, I/O): as a bad file
+            return LoadResult(records={}, problem=str(e))
+
     def peek(self) -> dict[str, ClaimRecord]:
         """The records on disk now, read-only (a bad file reads as empty and stays where it is)."""
         try:
@@ -184,6 +219,38 @@ class CheckpointStore:
 
     def save(self, records: dict[str, ClaimRecord]) -> None:
         write_atomic(self.path, json.dumps(encode(records), indent=1).encode(), mode=0o600, dir_mode=0o700)
+
+
+def checkpoint_path(state_dir: str, driver: str) -> str:
+    """Where serve keeps one driver's checkpoint (--state-dir)."""
+    return os.path.join(state_dir, f"{driver}.checkpoint.json")
+
+
+@dataclass
+class StateDir:
+    """Every driver's checkpoint in a state dir, read-only: for tools that inspect what serve holds."""
+
+    files: list[str]
+    records: list[tuple[str, ClaimRecord]]  # (driver, record)
+    problems: list[str]
+
+
+def read_state_dir(state_dir: str, drivers: tuple[str, ...]) -> StateDir:
+    out = StateDir(files=[], records=[], problems=[])
+    for driver in drivers:
+        path = checkpoint_path(state_dir, driver)
+        if not os.path.exists(path):
+            continue
+        out.files.append(path)
+        try:
+            loaded = read_only(path)
+        except CheckpointError as e:
+            out.problems.append(str(e))
+            continue
+        if loaded.problem:
+            out.problems.append(loaded.problem)
+        out.records += [(driver, rec) for rec in loaded.records.values()]
+    return out
 
 
 def read_only(path: str) -> LoadResult:

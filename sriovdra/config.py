@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sriovdra.model import IB_DRIVER, SRIOV_DRIVER
+from sriovdra.partition import pkey_problem
 
 VF_API_VERSION = f"{SRIOV_DRIVER}/v1alpha1"
 IB_API_VERSION = "ib.resource.sigs.k8s.io/v1alpha1"
@@ -163,10 +164,6 @@ class IbConfig(_Layered):
     traffic_class: int | None = _json("trafficClass")  # 0-255, GRH traffic class
     mtu: int | None = _json("mtu")  # 256, 512, 1024, 2048, 4096: the IB MTU, not the netdev's
 
-    @property
-    def full_membership(self) -> bool | None:
-        return None if self.pkey is None else bool(self.pkey & 0x8000)
-
 
 def decode_vf_config(params: Any) -> VfConfig:
     params = _check_header(params, VF_API_VERSION, "VfConfig")
@@ -272,10 +269,9 @@ def decode_ib_config(params: Any) -> IbConfig:
     _check_unknown(params, IbConfig, "IbConfig")
     f = _Fields("IbConfig", params)
     pkey = f.get("pkey", int)
-    if pkey is not None and not 0x0001 <= pkey <= 0xFFFF:
-        raise f.error("pkey", f"pkey must be in range 0x0001-0xFFFF, got 0x{pkey & 0xFFFFFFFF:04X}")
-    if pkey is not None and pkey & 0x7FFF == 0:
-        raise f.error("pkey", f"0x{pkey:04X} has base 0x0000, which is reserved (invalid partition)")
+    problem = pkey_problem(pkey) if pkey is not None else None
+    if problem:
+        raise f.error("pkey", problem)
     mtu = f.get("mtu", int)
     if mtu is not None and mtu not in IB_MTUS:
         raise f.error("mtu", f"invalid IB MTU value: {mtu}, must be one of {', '.join(map(str, IB_MTUS))}")

@@ -13,7 +13,7 @@ import os
 import threading
 from dataclasses import dataclass
 
-from sriovdra.checkpoint import ATTACHED, ClaimRecord, PreparedDevice
+from sriovdra.checkpoint import ATTACHED, ClaimRecord, PreparedDevice, checkpoint_path
 from sriovdra.driver.core import Driver, DriverSettings
 from sriovdra.driver.ibstatus import ib_report
 from sriovdra.host.discovery import discover
@@ -63,7 +63,7 @@ class _Plugin:
         self.status = ClaimStatusWriter(svc.api_client, driver_name)
         self.driver = Driver(
             DriverSettings(driver=driver_name, pool=o.node_name, cdi_dir=o.cdi_dir,
-                           checkpoint_path=os.path.join(o.state_dir, f"{driver_name}.checkpoint.json"),
+                           checkpoint_path=checkpoint_path(o.state_dir, driver_name),
                            paths=o.paths, serialize_lock=sockets.serialize_lock, netdev_attach=o.netdev_attach),
             inventory=lambda: svc.inventory, claims=svc.claims, on_prepared=self._prepared, network=svc.network,
             lock=svc.lock, policy=svc.policy)
@@ -244,6 +244,8 @@ class Service:
             plugin.stop()
         if self.nri:
             self.nri.stop()  # after the kubelet plugins: no prepare waits on it any more
+        if self.network:
+            self.network.close()  # after NRI: no pod event uses its netlink sockets any more
         if self._rescan.is_alive():
             self._rescan.join(10)
 
@@ -254,22 +256,19 @@ def _status_entry(driver: str, d: PreparedDevice) -> dict:
     may be False or Unknown: what needs the subnet manager is said there, never silently dropped."""
     att = d.attachment if d.attachment is not None and d.attachment.state == ATTACHED else None
     data: dict = {"config": d.config}
-    ib = ib_report(d, att) if driver == IB_DRIVER else None
-    if ib is not None and ib.data:
-        data["ib"] = ib.data
-    if att is None:
-        entry = ready_entry(driver, d.pool, d.device, data, d.share_id)
-    else:
+    conditions: list[tuple[str, str, str, str]] = []
+    network = None
+    if att is not None:
         network = {"interfaceName": att.if_name, "ips": list(att.ips)}
         if att.mac:
             network["hardwareAddress"] = att.mac
-        extra = [("NetworkReady", "NetworkReady", f"{att.if_name} is up in pod {att.pod_name}")]
+        conditions.append(("NetworkReady", "True", "NetworkReady", f"{att.if_name} is up in pod {att.pod_name}"))
         if att.rdma:
-            extra.append(("RDMALinkReady", "RDMALinkReady", f"RDMA device {att.rdma} is in the pod's namespace"))
-        entry = ready_entry(driver, d.pool, d.device, data, d.share_id, network=network, extra_conditions=extra)
-    # ready_entry makes True conditions only; these carry their own status, stamped like the others
-    stamp = entry["conditions"][0]["lastTransitionTime"]
-    for kind, status, reason, message in ib.conditions if ib is not None else ():
-        entry["conditions"].append({"type": kind, "status": status, "reason": reason, "message": message,
-                                    "lastTransitionTime": stamp})
-    return entry
+            conditions.append(("RDMALinkReady", "True", "RDMALinkReady",
+                               f"RDMA device {att.rdma} is in the pod's namespace"))
+    ib = ib_report(d, att) if driver == IB_DRIVER else None
+    if ib is not None:
+        if ib.data:
+            data["ib"] = ib.data
+        conditions += ib.conditions
+    return ready_entry(driver, d.pool, d.device, data, d.share_id, network=network, extra_conditions=conditions)

@@ -31,6 +31,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any
 
+from sriovdra.guid import format_guid
 from sriovdra.host.paths import FAKE_HOST_MARKER
 
 MARKER = FAKE_HOST_MARKER  # at the fake root and at its sysfs root
@@ -53,7 +54,8 @@ _FUNCTION_KEYS = {"pci", "vendor", "device", "class", "driver", "numa", "pcieRoo
                   "rdmaName", "firmware", "guid", "ports", "vfs", "representors"}
 _GUID = re.compile(r"^[0-9a-f]{4}(:[0-9a-f]{4}){3}$")
 _VFS_KEYS = {"total", "count", "device", "driver", "rdma", "netdev", "netdevPrefix", "offset",
-             "stride", "guids", "portState", "mtu", "numa", "overrides", "probe", "enableError"}
+             "stride", "guids", "portState", "mtu", "numa", "overrides", "probe", "enableError",
+             "enableLimit"}
 _ENABLE_ERROR_KEYS = {"errno", "above"}
 _OVERRIDE_KEYS = {"driver", "netdev", "mac", "mtu", "operstate", "numa", "portState", "guid"}
 _PORT_KEYS = {"state", "physState", "rate", "lid", "smLid", "linkLayer", "pkeys"}
@@ -596,7 +598,8 @@ class _Builder:
         defaults["netdev"] = _get(vfs, "netdev", bool, where, defaults["netdevPrefix"] is not None)
         state = {"pf": pf, "pfBdf": list(pf_bdf), "offset": offset, "stride": stride, "defaults": defaults,
                  "overrides": {str(k): v for k, v in overrides.items()}, "representors": False,
-                 "probe": _probe(vfs, where), "enableError": _enable_error(vfs, where)}
+                 "probe": _probe(vfs, where), "enableError": _enable_error(vfs, where),
+                 "enableLimit": _enable_limit(vfs, where)}
         for i in sorted(overrides):  # every override is checked at build, also those beyond count
             ow_where = f"{where}.overrides[{i}]"
             self._vf_spec(pf, pf_bdf, offset + i * stride, i, defaults,
@@ -673,6 +676,15 @@ def _probe(vfs: dict, where: str) -> str | float:
     if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
         return float(value)
     raise FakeHostError(f"{where}.probe: expected immediate, never or a number of seconds > 0, got {value!r}")
+
+
+def _enable_limit(vfs: dict, where: str) -> int | None:
+    """vfs.enableLimit: N: the PF driver's sriov_configure enables at most N VFs and the write still
+    succeeds (sriov_numvfs_store only warns "%d VFs requested; only %d enabled")."""
+    limit = vfs.get("enableLimit")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise FakeHostError(f"{where}.enableLimit: expected a number of VFs of at least 1, got {limit!r}")
+    return limit
 
 
 def _enable_error(vfs: dict, where: str) -> dict | None:
@@ -821,10 +833,11 @@ class FakeKernel:
         elif current:
             raise _kernel_error(errno.EBUSY)
         else:
-            self._add_vfs(dev, wanted)
+            wanted = self._add_vfs(dev, wanted)
         self._tree.write(f"{dev}/sriov_numvfs", wanted)
 
-    def _add_vfs(self, dev: str, count: int) -> None:
+    def _add_vfs(self, dev: str, count: int) -> int:
+        """Make the VFs; returns how many the PF driver enabled (enableLimit: maybe fewer, still success)."""
         pf_bdf = os.path.basename(dev)
         text = _read_text(os.path.join(self.sysfs, FAKE_KERNEL_DIR, SRIOV_STATE, f"{pf_bdf}.json"))
         if text is None:
@@ -833,6 +846,7 @@ class FakeKernel:
         failure = state.get("enableError")
         if failure and count > failure["above"]:
             raise _kernel_error(getattr(errno, failure["errno"]))
+        count = min(count, state.get("enableLimit") or count)
         _, bus, slot, fn = state["pfBdf"]
         last = (slot << 3 | fn) + state["offset"] + (count - 1) * state["stride"]
         if bus + (last >> 8) > 0xFF:
@@ -845,6 +859,7 @@ class FakeKernel:
                 builder.representor(state["pf"], i)
         builder.save_kernel_state()
         self._autoprobe(dev, made, state["probe"])
+        return count
 
     def _autoprobe(self, pf_dev: str, made: list[str], probe: str | float) -> None:
         """The builder binds every VF; undo what the driver would not have done (yet)."""
@@ -924,7 +939,7 @@ class FakeKernel:
         guids = self.vf_guids(os.path.basename(pf_base), index) if index is not None else None
         if guids is None:
             return
-        node, port = (_guid_text(g) for g in guids)
+        node, port = (format_guid(g) for g in guids)
         ib = os.path.join(self.sysfs, dev, "infiniband")
         for name in sorted(os.listdir(ib)) if os.path.isdir(ib) else []:
             self._tree.write(f"{dev}/infiniband/{name}/node_guid", node)
@@ -982,14 +997,23 @@ class FakeKernel:
         dev = self._device(bdf)
         if self._driver_of(dev) is not None:
             raise _kernel_error(errno.EBUSY)
-        if not self._matches(bdf, dev, driver):
+        if not self._matches(bdf, dev, driver) or not self._can_probe(dev):
             raise _kernel_error(errno.ENODEV)
         self._attach(bdf, dev, driver)
 
+    def _can_probe(self, dev: str) -> bool:
+        """pci_device_can_probe (drivers/pci/pci-driver.c), checked by pci_device_probe, the bus probe of
+        both an explicit bind and drivers_probe: a VF probes only while its PF's sriov_drivers_autoprobe
+        is on or it has a driver_override."""
+        physfn = os.path.join(self.sysfs, dev, "physfn")
+        if not os.path.lexists(physfn) or self._override(dev):
+            return True
+        return _read_text(os.path.join(os.path.realpath(physfn), "sriov_drivers_autoprobe")) != "0"
+
     def _probe(self, bdf: str) -> None:
         dev = self._device(bdf)
-        if self._driver_of(dev) is not None:
-            return
+        if self._driver_of(dev) is not None or not self._can_probe(dev):
+            return  # the kernel's really_probe takes ENODEV as "no match": drivers_probe says nothing
         driver = self._override(dev) or self._default_driver(bdf)
         if driver and os.path.isdir(os.path.join(self.sysfs, "bus/pci/drivers", driver)):
             self._attach(bdf, dev, driver)
@@ -1072,12 +1096,6 @@ class FakeKernel:
         members = os.listdir(os.path.join(gdir, "devices")) if os.path.isdir(os.path.join(gdir, "devices")) else []
         if not any(self._driver_of(self._device(m)) == "vfio-pci" for m in members) and os.path.lexists(node):
             os.unlink(node)
-
-
-def _guid_text(guid: int) -> str:
-    """A GUID as sysfs shows it: 0c42:a103:0065:8f2a."""
-    raw = f"{guid:016x}"
-    return ":".join(raw[i:i + 4] for i in range(0, 16, 4))
 
 
 def _kernel_error(code: int) -> OSError:

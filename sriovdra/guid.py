@@ -3,19 +3,22 @@
 Pure arithmetic, no I/O. An IB VF comes up with an all-zero node and port GUID until someone
 sets them through its PF (RDMA CM, perftest and the subnet manager need real ones). Two ways:
 
-derived (default), as the sriov-network-operator builds them:
+derived (default), a scheme of sriovdra's own:
     byte 0     0x02                 locally administered, unicast (IEEE EUI-64 U/L bit set)
     bytes 1-2  VF index + 1         big-endian, 1..65535 (never 0)
     bytes 3-7  the PF's node GUID   its low 40 bits
   Unique because: VFs of one PF differ in bytes 1-2; VFs of different PFs differ in bytes 3-7 as
   long as their PFs' GUIDs differ in their low 40 bits (vendor GUIDs are a 24-bit OUI + 40 bits
   the vendor never reuses; a clash on one node is detected and reported); and no VF GUID can equal
-  a vendor-assigned (universally administered) GUID, whose U/L bit is clear. Node GUID = port GUID.
+  a vendor-assigned (universally administered) GUID, whose U/L bit is clear. Node GUID = port GUID,
+  as the sriov-network-operator sets them (its GUIDs themselves are random or from a static file).
 
 range {start, end?}:
-    VF j of a PF gets start + (sum of sriov_totalvfs of the PFs before it in the range, by PCI
-    address) + j, i.e. start + k*total + j when every PF has the same total. Stable when VF counts
-    change (each PF owns a slot of sriov_totalvfs GUIDs); `end` makes an exhausted range an error.
+    Every SR-IOV PF that the entries using the range name or match on the node owns a block of
+    sriov_totalvfs GUIDs, in PCI address order: VF j of a PF gets start + (sum of sriov_totalvfs of
+    the PFs before it) + j. The blocks do not depend on which PFs a run changes or on VF counts;
+    `end` makes an exhausted range an error. Blocks of different ranges (and derived GUIDs) that
+    overlap are refused, whole blocks compared, not just the VFs there are now.
 
 GUIDs are shown as sysfs shows them (0c42:a103:0065:8f2a); parse_guid also takes the 8-byte
 form `ip link ... vf N node_guid 02:00:00:00:00:00:01:00` uses.
@@ -119,7 +122,7 @@ class GuidRequest:
     pf: str  # PCI address
     policy: GuidPolicy
     pf_guid: int | None  # the PF's node GUID (derived), None when unreadable
-    total: int  # sriov_totalvfs: the PF's slot in a range
+    total: int  # sriov_totalvfs: the PF's block in a range
     count: int
 
 
@@ -129,8 +132,11 @@ class Assignment:
     errors: dict[str, str]  # PF address -> why it gets none
 
 
-def assign(requests: Iterable[GuidRequest]) -> Assignment:
-    """GUIDs for every requested VF; a PF that cannot get unique ones gets an error instead."""
+def assign(requests: Iterable[GuidRequest], occupants: dict[tuple, list[tuple[str, int]]] | None = None) -> Assignment:
+    """GUIDs for every requested VF; a PF that cannot get unique ones gets an error instead.
+
+    occupants: per range (start, end), every PF that owns a block of it, as (PCI address, sriov_totalvfs),
+    also PFs not requested now, so that a PF's block does not depend on what a run selects."""
     requests = [r for r in requests if r.policy.mode != NONE]
     out = Assignment({}, {})
     _derived([r for r in requests if r.policy.mode == DERIVED], out)
@@ -138,9 +144,19 @@ def assign(requests: Iterable[GuidRequest]) -> Assignment:
     for r in requests:
         if r.policy.mode == RANGE:
             ranges.setdefault((r.policy.start, r.policy.end), []).append(r)
-    for members in ranges.values():
-        _range(sorted(members, key=lambda r: r.pf), out)
-    _no_duplicates(out)
+    blocks: dict[str, tuple[int, int]] = {}  # PF -> (first, last) GUID of its whole block
+    for key, members in ranges.items():
+        owners = {pf: total for pf, total in (occupants or {}).get(key, [])}
+        owners.update((r.pf, r.total) for r in members)
+        offsets, offset = {}, 0
+        for pf in sorted(owners):
+            offsets[pf] = offset
+            offset += owners[pf]
+        for r in members:
+            first = (r.policy.start or 0) + offsets[r.pf]
+            blocks[r.pf] = (first, first + max(r.total, 1) - 1)
+            _range(r, first, out)
+    _no_overlaps(requests, blocks, out)
     return out
 
 
@@ -167,31 +183,31 @@ def _derived(requests: list[GuidRequest], out: Assignment) -> None:
         out.guids[r.pf] = {j: derived_guid(r.pf_guid, j) for j in range(r.count)}
 
 
-def _range(members: list[GuidRequest], out: Assignment) -> None:
-    offset = 0
-    for r in members:
-        start, end = r.policy.start or 0, r.policy.end
-        first = start + offset
-        offset += r.total
-        if r.count == 0:
-            out.guids[r.pf] = {}
-            continue
-        last = first + r.count - 1
-        limit = GUID_MAX if end is None else end
-        if last > limit:
-            out.errors[r.pf] = (f"GUID range {format_guid(start)}..{format_guid(limit)} is exhausted: "
-                                f"its VFs would need up to {format_guid(last)}")
-            continue
-        out.guids[r.pf] = {j: first + j for j in range(r.count)}
+def _range(r: GuidRequest, first: int, out: Assignment) -> None:
+    start, end = r.policy.start or 0, r.policy.end
+    if r.count == 0:
+        out.guids[r.pf] = {}
+        return
+    last = first + r.count - 1
+    limit = GUID_MAX if end is None else end
+    if last > limit:
+        out.errors[r.pf] = (f"GUID range {format_guid(start)}..{format_guid(limit)} is exhausted: "
+                            f"its VFs would need up to {format_guid(last)}")
+        return
+    out.guids[r.pf] = {j: first + j for j in range(r.count)}
 
 
-def _no_duplicates(out: Assignment) -> None:
-    """Overlapping ranges (or a range over derived GUIDs) would hand one GUID to two VFs."""
-    owner: dict[int, str] = {}
-    for pf in sorted(out.guids):
-        clash = next((owner[g] for g in out.guids[pf].values() if g in owner), None)
-        if clash is not None:
-            out.errors[pf] = f"its GUIDs overlap {clash}'s (overlapping GUID ranges)"
-            del out.guids[pf]
-            continue
-        owner.update((g, pf) for g in out.guids[pf].values())
+def _no_overlaps(requests: list[GuidRequest], blocks: dict[str, tuple[int, int]], out: Assignment) -> None:
+    """Overlapping ranges (or a range over derived GUIDs) would hand one GUID to two VFs some day:
+    each PF's whole block (sriov_totalvfs GUIDs) is compared, not only the VFs it has now."""
+    derived = {r.pf: r for r in requests if r.policy.mode == DERIVED and r.pf_guid and r.pf not in out.errors}
+    ranged = sorted(blocks.items())
+    for i, (pf, (first, last)) in enumerate(ranged):
+        clash = [other for other, (o_first, o_last) in ranged[:i]
+                 if other not in out.errors and first <= o_last and o_first <= last]
+        clash += [other for other, r in sorted(derived.items())
+                  if any(first <= derived_guid(r.pf_guid, j) <= last for j in range(min(r.total, 0xFFFF)))]
+        if clash:  # the later PF (by PCI address) of a range pair, and a range over derived GUIDs, get none
+            out.errors[pf] = (f"its GUID block {format_guid(first)}..{format_guid(last)} overlaps the GUIDs of "
+                              f"{', '.join(clash)} (overlapping GUID ranges)")
+            out.guids.pop(pf, None)

@@ -2,7 +2,8 @@
 
 Pure rules, no I/O. Partition membership is decided by the subnet manager (OpenSM, UFM), never by
 the host: it writes each port's P_Key table, which the kernel shows in
-/sys/class/infiniband/<dev>/ports/<n>/pkeys/<index> (discovery reads it into IbPort.pkeys).
+/sys/class/infiniband/<dev>/ports/<n>/pkeys/<index> (read on demand: sriovdra.host.discovery
+read_pkey_table, never by the periodic rescan).
 
 A P_Key is 16 bits: the low 15 are the partition number ("base"), bit 15 is the membership bit
 (set = full member, clear = limited member; a limited member can reach full members only). The
@@ -13,6 +14,7 @@ to a P_Key *index*: NCCL_IB_PKEY, perftest --pkey_index).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sriovdra.model import DraDevice, IbPort, Inventory
@@ -31,6 +33,16 @@ UNKNOWN = "PKeyTableUnknown"  # the table could not be read (RDMA device hidden,
 _SM_HINT = ("ask the subnet manager administrator to add port GUID {guid} as a {kind} member of partition "
             "{base:#06x} (OpenSM /etc/opensm/partitions.conf: `part{base:04x}={base:#06x},ipoib : {guid}={kind} ;` "
             "and a resweep; UFM: add the GUID to PKey {base:#06x} as a {kind} member)")
+
+
+def pkey_problem(pkey: int) -> str | None:
+    """Why `pkey` is no usable P_Key, None when it is: 16 bits and a partition other than 0 (0x0000
+    and 0x8000 are invalid: the kernel refuses them for an IPoIB child with EINVAL)."""
+    if not 0x0001 <= pkey <= 0xFFFF:
+        return f"pkey must be in range 0x0001-0xFFFF, got 0x{pkey & 0xFFFFFFFF:04X}"
+    if pkey & BASE_MASK == 0:
+        return f"0x{pkey:04X} has base 0x0000, which is reserved (invalid partition)"
+    return None
 
 
 @dataclass(frozen=True)
@@ -113,15 +125,21 @@ def ib_port(inv: Inventory, dev: DraDevice) -> IbPort | None:
     return None
 
 
-def check_device(inv: Inventory, dev: DraDevice, pkey: int | None) -> PartitionCheck | None:
-    """The partition check for a device and an IbConfig.pkey; None when no pkey is asked for."""
+# (PCI address, RDMA device, port number) -> the port's P_Key table, None when unreadable
+PkeyReader = Callable[[str, str, int], "dict[int, int] | None"]
+
+
+def check_device(inv: Inventory, dev: DraDevice, pkey: int | None, read_table: PkeyReader) -> PartitionCheck | None:
+    """The partition check for a device and an IbConfig.pkey; None when no pkey is asked for. The
+    port's table is read now, through `read_table` (only this port's: reads are firmware queries)."""
     if pkey is None:
         return None
     port = ib_port(inv, dev)
     name = f"{dev.rdma_device or dev.pci_address}/{dev.port}"
     if port is None:
         return resolve(pkey, None, name)
-    return resolve(pkey, port.pkeys, name, _guid_of(port.gid0) if port.gid0 else None)
+    table = port.pkeys if port.pkeys is not None else read_table(dev.pci_address, dev.rdma_device, port.number)
+    return resolve(pkey, table, name, _guid_of(port.gid0) if port.gid0 else None)
 
 
 def _guid_of(gid: str) -> str:

@@ -37,6 +37,7 @@ from sriovdra.model import (
     MAX_ATTRIBUTES,
     MAX_STRING_BYTES,
     SRIOV_DRIVER,
+    STANDARD_DOMAIN,
     AttributeValue,
     DraDevice,
     Inventory,
@@ -221,6 +222,9 @@ def _attribute_name(name: Any, path: str) -> str:
     if domain in DRIVERS:
         raise PolicyError(f"{where}: the domain {domain} holds the driver's built-in attributes; "
                           f"use a domain of your own")
+    if domain == STANDARD_DOMAIN:  # Kubernetes defines the names there (pciBusID, pcieRoot, ...)
+        raise PolicyError(f"{where}: the domain {STANDARD_DOMAIN} is reserved for Kubernetes' standard "
+                          f"attributes; use a domain of your own")
     problems = attribute_name_problems(name)
     if problems:
         raise PolicyError(f"{where}: {'; '.join(problems)}")

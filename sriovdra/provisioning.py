@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sriovdra.claim import ClaimRef
-from sriovdra.guid import DERIVED, NONE, GuidError, GuidPolicy, GuidRequest, assign, parse_guid, parse_policy
+from sriovdra.guid import DERIVED, NONE, RANGE, GuidError, GuidPolicy, GuidRequest, assign, parse_guid, parse_policy
 from sriovdra.model import IB_DRIVER, LINK_ETHERNET, LINK_INFINIBAND, ROLE_PF, SRIOV_DRIVER, Inventory, PciFunction
 from sriovdra.selector import Facts, Selector, SelectorError, normalize_pci, parse_selector
 
@@ -32,6 +32,7 @@ MAX = "max"
 # What happens to a PF (report `action`)
 UNCHANGED, CREATED, RESIZED, REMOVED = "unchanged", "created", "resized", "removed"
 REFUSED, FAILED, DRY_RUN = "refused", "failed", "dry-run"
+VFIO = "vfio-pci"
 
 _TOP_KEYS = {"timeout", "autoprobe", "pfs"}
 _ENTRY_KEYS = {"pf", "match", "numVFs", "autoprobe", "guids"}
@@ -226,7 +227,10 @@ class PfPlan:
     autoprobe: bool | None
     guids: GuidPolicy | None  # IB PFs that get GUIDs
     guid_plan: dict[int, int] = field(default_factory=dict)  # VF index -> GUID
+    guid_problem: str | None = None  # why the VFs get no GUIDs: the count still changes, the PF ends failed
     holders: list[Holder] = field(default_factory=list)
+    vfio: list[str] = field(default_factory=list)  # VFs bound to vfio-pci (writing 0 blocks while one is open)
+    driver: str = SRIOV_DRIVER  # the DRA driver that publishes the PF's VFs (whose checkpoint matters)
     action: str = UNCHANGED
     problems: list[str] = field(default_factory=list)
 
@@ -238,9 +242,6 @@ class PfPlan:
     def count_changes(self) -> bool:
         return self.before != self.wanted
 
-    def held(self, address: str) -> list[Holder]:
-        return [h for h in self.holders if h.pci_address == address]
-
 
 @dataclass
 class Plan:
@@ -249,9 +250,10 @@ class Plan:
     errors: list[str]  # bad input: nothing may be done
 
 
-def plan(inv: Inventory, config: ProvisionConfig, holders: list[Holder], checkpoint_problems: list[str], *,
-         force: bool = False) -> Plan:
-    """What the config means on this node: per PF its wanted count, action, GUIDs and refusals."""
+def plan(inv: Inventory, config: ProvisionConfig, holders: list[Holder], checkpoint_problems: dict[str, list[str]],
+         *, force: bool = False) -> Plan:
+    """What the config means on this node: per PF its wanted count, action, GUIDs and refusals.
+    checkpoint_problems: per DRA driver, what of its checkpoint could not be read."""
     chosen, missed = _choose(inv, config)
     errors = [message for rule, message in missed if rule.required]
     unmatched = [message for rule, message in missed if not rule.required]
@@ -263,11 +265,13 @@ def plan(inv: Inventory, config: ProvisionConfig, holders: list[Holder], checkpo
         if p.wanted > p.total:
             errors.append(f"{rule.where}: {p.name}: {p.wanted} VFs asked, sriov_totalvfs is {p.total} "
                           f"(numVFs: max takes all it has)")
-        if p.count_changes and not force and (p.holders or checkpoint_problems):
-            p.action = REFUSED
-            p.problems += _refusal(p, checkpoint_problems)
+        p.vfio = sorted(a for a in fn.vf_addresses.values() if (vf := inv.function(a)) and vf.driver == VFIO)
+        if p.count_changes and not force:
+            p.problems += refusals(p, p.holders, checkpoint_problems.get(p.driver, []), p.vfio)
+            if p.problems:
+                p.action = REFUSED
         pfs.append(p)
-    _plan_guids(inv, pfs)
+    _plan_guids(inv, pfs, _range_occupants(inv, config))
     return Plan(pfs=pfs, unmatched=unmatched, errors=errors)
 
 
@@ -310,28 +314,56 @@ def _pf_plan(inv: Inventory, config: ProvisionConfig, fn: PciFunction, rule: PfR
     return PfPlan(address=fn.address, netdev=fn.uplink.name if fn.uplink else None, link_type=link, total=total,
                   before=before, wanted=wanted, rule=rule.describe(),
                   autoprobe=rule.autoprobe if rule.autoprobe is not None else config.autoprobe,
-                  guids=policy if policy is not None and policy.mode != NONE else None, holders=holders, action=action)
+                  guids=policy if policy is not None and policy.mode != NONE else None, holders=holders,
+                  driver=_driver(inv, fn), action=action)
 
 
-def _refusal(p: PfPlan, checkpoint_problems: list[str]) -> list[str]:
+def refusals(p: PfPlan, holders: list[Holder], checkpoint_problems: list[str], vfio: list[str]) -> list[str]:
+    """Why the PF's count must not change without --force (empty: it may). A count change removes all
+    its VFs; an unreadable checkpoint matters only when it has VFs, and only that of the driver
+    publishing them; writing 0 blocks in the kernel while a VF is open through vfio."""
     what = f"changing {p.name} from {p.before} to {p.wanted} VFs removes all of its VFs"
-    if p.holders:
-        return [f"{what}, and claims hold some: {'; '.join(map(str, p.holders))} "
-                "(`sriovdra provision --force` changes it anyway)"]
-    return [f"{what}, and serve's checkpoint cannot be read to tell whether claims hold them: "
-            f"{'; '.join(checkpoint_problems)} (`sriovdra provision --force` changes it anyway)"]
+    force = "(`sriovdra provision --force` changes it anyway)"
+    if not p.before:
+        return []
+    out = []
+    if holders:
+        out.append(f"{what}, and claims hold some: {'; '.join(map(str, holders))} {force}")
+    elif checkpoint_problems:
+        out.append(f"{what}, and serve's checkpoint cannot be read to tell whether claims hold them: "
+                   f"{'; '.join(checkpoint_problems)} {force}")
+    if vfio:
+        out.append(f"{p.name}: VFs {', '.join(vfio)} are bound to vfio-pci: writing 0 to sriov_numvfs blocks in the "
+                   f"kernel until every VM or process holding one open lets go; stop them or unbind the VFs {force}")
+    return out
 
 
-def _plan_guids(inv: Inventory, pfs: list[PfPlan]) -> None:
-    """GUIDs for the VFs each IB PF will have; refused PFs keep their slot in a range but get none."""
+def _range_occupants(inv: Inventory, config: ProvisionConfig) -> dict[tuple, list[tuple[str, int]]]:
+    """Per GUID range, every IB SR-IOV PF on the node that an entry with that range names or matches
+    (first match or not): their blocks are fixed by the node, not by what a run selects."""
+    out: dict[tuple, dict[str, int]] = {}
+    ib = [fn for fn in inv.pfs if fn.sriov_capable and inv.link_type(fn) == LINK_INFINIBAND]
+    for rule in config.rules:
+        policy = rule.guids or config.guids
+        if policy.mode != RANGE:
+            continue
+        for fn in ib:
+            named = rule.pf is not None and rule.pf in (fn.address, fn.uplink.name if fn.uplink else None)
+            if named or (rule.pf is None and (rule.match or Selector()).matches(Facts.of(inv, fn), _driver(inv, fn))):
+                out.setdefault((policy.start, policy.end), {})[fn.address] = fn.sriov_totalvfs or 0
+    return {key: sorted(pfs.items()) for key, pfs in out.items()}
+
+
+def _plan_guids(inv: Inventory, pfs: list[PfPlan], occupants: dict[tuple, list[tuple[str, int]]]) -> None:
+    """GUIDs for the VFs each IB PF will have; refused PFs keep their block in a range but get none.
+    A PF whose GUIDs cannot be planned still gets its count; it ends failed with the reason."""
     requests = [GuidRequest(pf=p.address, policy=p.guids, pf_guid=_node_guid(inv.function(p.address)),
                             total=p.total, count=0 if p.action == REFUSED else min(p.wanted, p.total))
                 for p in pfs if p.guids is not None]
-    result = assign(requests)
+    result = assign(requests, occupants)
     for p in pfs:
         if p.address in result.errors and p.action != REFUSED:
-            p.action = FAILED
-            p.problems.append(f"VF GUIDs: {result.errors[p.address]}")
+            p.guid_problem = f"VF GUIDs: {result.errors[p.address]}"
         p.guid_plan = result.guids.get(p.address, {})
 
 

@@ -5,6 +5,8 @@ sriovdra.admission. GET /readyz and /healthz: "ok". Robustness, because the API 
 this synchronously on every claim write:
 - the TLS handshake happens in the connection's thread, never in the accept loop, and every
   socket operation has a timeout: a slow or silent client holds one thread, not the server;
+- each request has a deadline, from accept (kept alive: from the previous response) to its last
+  body byte: a client trickling bytes just within the timeout is hung up on all the same;
 - bodies are bounded (413 above the limit) and so are concurrent connections;
 - the certificate and key files are re-read for each new connection: a rotated pair is served
   from then on, a broken one is logged and the previous pair kept (no restart, no outage);
@@ -15,6 +17,7 @@ this synchronously on every claim write:
 from __future__ import annotations
 
 import http.server
+import io
 import json
 import logging
 import socket
@@ -22,6 +25,7 @@ import socketserver
 import ssl
 import sys
 import threading
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -42,6 +46,9 @@ class WebhookOptions:
     # The API server sends object and oldObject, each at most etcd's 1.5 MiB.
     max_body_bytes: int = 4 << 20
     io_timeout: float = 10.0  # per socket operation: handshake, each read, each write, keep-alive idle
+    # From accept (or, kept alive, the previous response) to the request's last body byte: a
+    # client sending a byte every io_timeout / 2 would otherwise hold its slot for ever.
+    request_deadline: float = 30.0
     max_connections: int = 128
     drain_timeout: float = 10.0  # how long stop() waits for requests in flight
 
@@ -166,14 +173,17 @@ class WebhookServer(socketserver.ThreadingMixIn, http.server.HTTPServer):
             self._slots.release()
 
     def finish_request(self, request, client_address) -> None:
-        request.settimeout(self.opts.io_timeout)
+        accepted = time.monotonic()
+        # The handshake's timeout bounds the whole handshake (CPython keeps one deadline across
+        # its reads), so a trickled ClientHello cannot outlast the request deadline either.
+        request.settimeout(min(self.opts.io_timeout, self.opts.request_deadline))
         try:
             conn = self.certs.context().wrap_socket(request, server_side=True)
         except OSError as e:  # ssl.SSLError, timeouts and resets are OSErrors
             log.debug("TLS handshake with %s failed: %s", client_address[0], e)
             return
         try:
-            self.RequestHandlerClass(conn, client_address, self)
+            _Handler(conn, client_address, self, deadline=accepted + self.opts.request_deadline)
         finally:
             conn.close()
 
@@ -240,10 +250,16 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     sys_version = ""
     idle = True
     hung_up = False
+    served = False  # a request was answered on this connection: the next one gets a new deadline
+
+    def __init__(self, request, client_address, server: WebhookServer, *, deadline: float) -> None:
+        self.deadline = deadline  # monotonic; for the request being read
+        super().__init__(request, client_address, server)
 
     def setup(self) -> None:
         self.timeout = self.server.opts.io_timeout
         super().setup()
+        self.rfile = io.BufferedReader(_DeadlineReader(self.rfile.detach(), self))
         self.server.track(self)
 
     def finish(self) -> None:
@@ -268,7 +284,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if not self.server.await_request(self):
             self.close_connection = True
             return
+        if self.served:
+            self.deadline = time.monotonic() + self.server.opts.request_deadline
         super().handle_one_request()
+        self.served = True
 
     def parse_request(self) -> bool:
         if not self.server.begin_request(self):
@@ -280,6 +299,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def _send(self, code: int, body: bytes, content_type: str, *, close: bool = False,
               headers: Mapping[str, str] | None = None) -> None:
+        # The request is read: the response gets a whole io_timeout, not what its deadline left.
+        self.connection.settimeout(self.server.opts.io_timeout)
         self.send_response(code)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -366,6 +387,31 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002 - the base class's signature
         log.debug("%s %s", self.client_address[0], format % args)
+
+
+class _DeadlineReader(io.RawIOBase):
+    """The connection's reads, each with a timeout of what is left of the request's deadline.
+
+    A timeout per read alone bounds only the gap between bytes; the deadline bounds the sum. The
+    TimeoutError ends the connection (BaseHTTPRequestHandler.handle_one_request catches it)."""
+
+    def __init__(self, raw: io.RawIOBase, handler: _Handler) -> None:
+        self.raw, self.handler = raw, handler
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int | None:
+        opts = self.handler.server.opts
+        left = self.handler.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"request not received within the {opts.request_deadline:g} s deadline")
+        self.handler.connection.settimeout(min(opts.io_timeout, left))
+        return self.raw.readinto(buffer)
+
+    def close(self) -> None:
+        self.raw.close()  # the socket's file reference: the socket closes once every file is closed
+        super().close()
 
 
 def _log_verdict(req: admission.AdmissionRequest, verdict: admission.Verdict) -> None:

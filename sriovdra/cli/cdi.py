@@ -9,7 +9,7 @@ from typing import Annotated, Optional
 import typer
 
 from sriovdra.cli.options import DevRoot, HostRoot, Output, OutputFormat, SysfsRoot, host_paths
-from sriovdra.cli.output import die, emit
+from sriovdra.cli.output import die, emit, warn
 
 
 def generate_command(
@@ -33,6 +33,7 @@ def generate_command(
     from sriovdra.cli.discover import inventory_or_die
     from sriovdra.config import DECODERS, EMPTY, ConfigError
     from sriovdra.model import DRIVERS, SRIOV_DRIVER
+    from sriovdra.host.discovery import pkey_reader
     from sriovdra.partition import check_device
 
     paths = host_paths(ctx, host_root, sysfs_root, dev_root)
@@ -57,7 +58,8 @@ def generate_command(
         except ConfigError as e:
             die(f"--config {config}: {e}")
     # as serve does at prepare: IbConfig.pkey looked up in each port's P_Key table (for _PKEY_INDEX)
-    items = [cdi.SpecItem(d, settings, admin_access, i, check_device(inv, d, getattr(settings, "pkey", None)))
+    read = pkey_reader(paths, lambda problem: warn(f"P_Key table: {problem}"))
+    items = [cdi.SpecItem(d, settings, admin_access, i, check_device(inv, d, getattr(settings, "pkey", None), read))
              for i, d in enumerate(chosen)]
     try:
         spec = cdi.claim_spec(driver, claim_uid, items, inv, paths.dev_file)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 from typing import Annotated
 
@@ -18,24 +17,13 @@ def show_command(
     output: Output = OutputFormat.table,
 ) -> None:
     """Print the prepared claims serve has recorded (exit 1 if a checkpoint is corrupt)."""
-    from sriovdra.checkpoint import CheckpointError, read_only
+    from sriovdra.checkpoint import read_state_dir
     from sriovdra.model import DRIVERS
 
-    found, problems, claims = [], [], []
-    for driver in DRIVERS:
-        path = os.path.join(state_dir, f"{driver}.checkpoint.json")
-        if not os.path.exists(path):
-            continue
-        found.append(path)
-        try:
-            loaded = read_only(path)
-        except CheckpointError as e:
-            problems.append(str(e))
-            continue
-        if loaded.problem:
-            problems.append(loaded.problem)
-        for rec in sorted(loaded.records.values(), key=lambda r: (r.claim.namespace, r.claim.name)):
-            claims.append({"driver": driver, **rec.to_dict()})
+    state = read_state_dir(state_dir, DRIVERS)
+    found, problems = state.files, state.problems
+    claims = [{"driver": driver, **rec.to_dict()} for driver, rec in
+              sorted(state.records, key=lambda r: (DRIVERS.index(r[0]), r[1].claim.namespace, r[1].claim.name))]
     if not found:
         die(f"no checkpoint in {state_dir} (has serve prepared anything on this node? is --state-dir right?)")
     emit({"stateDir": state_dir, "files": found, "problems": problems, "claims": claims}, output,

@@ -8,7 +8,7 @@ import typer
 
 from sriovdra.cli.options import DevRoot, HostRoot, Output, OutputFormat, SysfsRoot, host_paths
 from sriovdra.cli.output import die, emit, tabulate, warn
-from sriovdra.host.discovery import DiscoveryError, discover
+from sriovdra.host.discovery import DiscoveryError, discover, with_pkey_tables
 from sriovdra.host.paths import HostPaths
 from sriovdra.model import IB_DRIVER, Inventory, attribute_json
 from sriovdra.policy import Decision
@@ -33,6 +33,8 @@ def discover_command(
     With --device-policy: which of them are published, why not, and the policy's attributes."""
     paths = host_paths(ctx, host_root, sysfs_root, dev_root)
     inv = inventory_or_die(paths)
+    if output != OutputFormat.table:  # the table shows no P_Key tables: read them (firmware queries) only here
+        with_pkey_tables(inv, paths)
     data = {"schemaVersion": SCHEMA_VERSION, "sysfsRoot": paths.sysfs, **inv.to_dict()}
     decisions = None
     if device_policy is not None:

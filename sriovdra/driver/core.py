@@ -30,6 +30,8 @@ from sriovdra.claim import Allocation, ClaimError, ClaimRef, Result, config_for,
 from sriovdra.config import IbConfig, VfConfig
 from sriovdra.driver.ifnames import pick_names
 from sriovdra.host import pci
+from sriovdra.host.discovery import pkey_reader
+from sriovdra.host.hostlock import HostLock
 from sriovdra.host.paths import HostPaths
 from sriovdra.model import IB_DRIVER, DraDevice, Inventory
 from sriovdra.policy import NO_POLICY, Decision, DevicePolicy
@@ -97,6 +99,8 @@ class Driver:
         self.claims = claims
         self.on_prepared = on_prepared
         self.store = CheckpointStore(settings.checkpoint_path)
+        # shared with `sriovdra provision`: no claim starts on a VF while it changes the VFs
+        self._host_lock = HostLock.of_state_dir(os.path.dirname(os.path.abspath(settings.checkpoint_path)))
         self.records: dict[str, ClaimRecord] = {}
         self._lock = lock or threading.RLock()  # shared by the drivers of one process (network attach spans them)
         self._depth = 0
@@ -139,7 +143,9 @@ class Driver:
         """One operation at a time; with a rolling-update twin, also across processes (flock),
         re-reading the checkpoint the other process may have changed. Re-entrant: network attach
         holds it while unprepare-like steps run inside."""
-        with self._lock:
+        # The node-wide host lock (shared with `sriovdra provision`) comes first, before the twin's
+        # lock, in every process and every nesting: one order, so no two holders wait on each other.
+        with self._lock, self._host_lock.held():
             if self._depth or self.s.serialize_lock is None:
                 self._depth += 1
                 try:
@@ -152,7 +158,12 @@ class Driver:
                 fcntl.flock(f, fcntl.LOCK_EX)
                 self._depth += 1
                 try:
-                    self.records = self.store.load().records
+                    # never moves the file aside: the twin may write keys this release does not know
+                    fresh = self.store.reread()
+                    if fresh.problem:  # keep what we have rather than overwrite the twin's state with nothing
+                        log.error("checkpoint: %s; keeping this process's records", fresh.problem)
+                    else:
+                        self.records = fresh.records
                     yield
                 finally:
                     self._depth -= 1
@@ -235,7 +246,8 @@ class Driver:
             config = config_for(alloc, result.request)
             p = self._plan(ref, result, dev, config, None if base is None else base + i)
             if isinstance(config, IbConfig):  # the P_Key table says now whether the partition is there
-                check = partition.check_device(inv, dev, config.pkey)
+                check = partition.check_device(inv, dev, config.pkey, pkey_reader(
+                    self.s.paths, lambda problem: log.warning("P_Key table: %s", problem)))
                 p.partition = check.to_dict() if check else None
             planned.append((p, dev, config))
         self._check_attach(ref, [p for p, _, _ in planned])

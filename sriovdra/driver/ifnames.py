@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from sriovdra.config import RESERVED_IFNAMES
+
 MAX_IFNAME = 15  # IFNAMSIZ - 1
-RESERVED = frozenset({"lo", "eth0"})  # the pod's loopback and its CNI interface
+RESERVED = frozenset(RESERVED_IFNAMES)  # the pod's loopback and its CNI interface
 
 
 def pick_names(wanted: list[str | None], taken: set[str] | frozenset[str] = frozenset()) -> list[str]:

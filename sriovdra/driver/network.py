@@ -12,7 +12,17 @@ to undo what was done (at Synchronize after a restart, or at unprepare).
 
 InfiniBand (IbConfig): mtu is the IB MTU, so the IPoIB netdev gets mtu - 4 (the IPoIB header);
 pkey puts an IPoIB P_Key child into the pod instead of the port's own netdev, which stays on the
-host. The child is recorded (Attachment.ipoib_child) before it is created and deleted at detach.
+host (brought up first if it was down, and put back down at detach). The child is recorded
+(Attachment.ipoib_child) before it is created and deleted at detach. The MTU a netdev ends up with
+is only known once it has carrier: IPoIB joins the partition's broadcast group then, and the kernel
+lowers the MTU to the group's; until then the MTU is re-read (a short poll after attach, and at
+every Synchronize) and the claim status rewritten.
+
+In exclusive RDMA netns mode (`rdma system set netns exclusive`) the IPoIB netdev settings are not applied:
+moving an RDMA device makes the kernel unregister its IPoIB netdevs (children included) and create
+them anew in the root netns, so a child or an MTU set before the move would be lost, and one set
+after it on a netdev the kernel recreated would not be the device we recorded. The claim status
+says so (sriovdra.driver.ibstatus); the env still carries pkey and mtu for verbs.
 """
 
 from __future__ import annotations
@@ -20,12 +30,13 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
-from sriovdra.checkpoint import ATTACHED, PREPARED, Attachment, ClaimRecord, PreparedDevice
+from sriovdra.checkpoint import ATTACHED, ATTACHING, PREPARED, Attachment, ClaimRecord, PreparedDevice
 from sriovdra.driver.core import DeviceError, Driver, moves_netdev
 from sriovdra.driver.ifnames import pick_names
 from sriovdra.host import ipoib
@@ -58,6 +69,10 @@ class NetworkSettings:
     cni_bin_dirs: tuple[str, ...] = DEFAULT_CNI_BIN_DIRS
     rdma_exclusive: bool = False  # RDMA devices follow their netdev into the pod
     root_netns: str = "/proc/self/ns/net"  # where devices come home to (/proc/1/ns may be unreadable)
+    # How long after an attach the pod-side IPoIB MTU is re-read until carrier (broadcast join) shows;
+    # 0: only at Synchronize. The SM answers the join within seconds when the port is active.
+    ipoib_settle_seconds: float = 60.0
+    ipoib_settle_interval: float = 2.0
 
 
 @dataclass
@@ -81,6 +96,11 @@ class PodNetwork:
         self.netlink = Netlink(settings.root_netns)
         self.link_problem: Callable[[], str | None] = lambda: None  # set by whoever connects to the runtime
         self._lock = threading.RLock()
+        self._closed = threading.Event()  # ends the IPoIB settle polls
+
+    def close(self) -> None:
+        self._closed.set()
+        self.netlink.close()
 
     # --- hooks for the claim lifecycle (sriovdra.driver.core.NetworkHooks) -------------------
 
@@ -90,7 +110,7 @@ class PodNetwork:
     def detach_claim(self, driver: Driver, rec: ClaimRecord) -> None:
         """Unprepare of a claim still in a pod (its StopPodSandbox was missed): bring it home."""
         for dev in rec.attached():
-            self._detach(_Slot(driver, rec, dev), None, strict=True)
+            self._detach(_Slot(driver, rec, dev), None)
 
     # --- runtime events ----------------------------------------------------------------------
 
@@ -113,7 +133,7 @@ class PodNetwork:
         with self._all_drivers():
             for slot in self._attached_to(pod.uid):
                 try:
-                    self._detach(slot, pod.netns, strict=True)
+                    self._detach(slot, pod.netns)
                 except DeviceError as e:
                     log.error("pod %s/%s: %s (will retry)", pod.namespace, pod.name, e)
 
@@ -142,7 +162,7 @@ class PodNetwork:
                              "bringing it home from vanished" if gone else "redoing the interrupted attach to",
                              att.pod_name)
                     try:
-                        self._detach(slot, None if gone else live[att.pod].netns, strict=True)
+                        self._detach(slot, None if gone else live[att.pod].netns)
                     except DeviceError as e:
                         log.error("%s (will retry)", e)
             for pod in pods:
@@ -152,6 +172,13 @@ class PodNetwork:
                         self._attach_pod(pod, slots)
                     except DeviceError as e:
                         log.error("running pod %s/%s stays without its devices: %s", pod.namespace, pod.name, e)
+            self._refresh_ipoib(None)
+
+    def refresh_ipoib(self, pod_uid: str | None = None) -> bool:
+        """Re-read the pod-side IPoIB MTU of attachments still waiting for the broadcast-group join
+        (no carrier yet) and rewrite the status of claims that changed; True while some still wait."""
+        with self._all_drivers():
+            return self._refresh_ipoib(pod_uid)
 
     # --- the work ------------------------------------------------------------------------------
 
@@ -188,6 +215,12 @@ class PodNetwork:
             if att and att.pod != pod.uid:
                 raise AttachError(f"pod {pod.namespace}/{pod.name}: claim {s.rec.claim} device {s.dev.device} is "
                                   f"in pod {att.pod_name}; a network device can be in one pod at a time")
+        for s in slots:  # an earlier attach whose rollback did not finish: finish it first
+            if s.dev.attachment is not None and s.dev.attachment.state != ATTACHED:
+                try:
+                    self._detach(s, None)
+                except DeviceError as e:
+                    raise AttachError(f"pod {pod.namespace}/{pod.name}: {e}") from None
         todo = [s for s in slots if s.dev.attachment is None]
         taken = {s.dev.attachment.if_name for s in slots if s.dev.attachment}
         names = pick_names([s.dev.if_name or s.dev.config.get("ifName") for s in todo], taken)
@@ -199,13 +232,16 @@ class PodNetwork:
         except DeviceError:
             for slot in reversed(done):
                 try:
-                    self._detach(slot, pod.netns, strict=True)
+                    self._detach(slot, pod.netns)
                 except DeviceError as e:
                     log.error("rollback: %s", e)
             raise
         if self.on_attached:
             for driver, rec in {s.rec.claim.uid: (s.driver, s.rec) for s in todo}.values():
                 self.on_attached(driver, rec)
+        if self.s.ipoib_settle_seconds > 0 and any(self._awaits_join(s) for s in todo):
+            threading.Thread(target=self._settle, args=(pod.uid,), name=f"ipoib-settle-{pod.uid}",
+                             daemon=True).start()
 
     def _attach(self, slot: _Slot, pod: PodSandbox, name: str) -> None:
         dev, cfg = slot.dev, slot.dev.config
@@ -213,7 +249,8 @@ class PodNetwork:
         att = Attachment(pod=pod.uid, sandbox=pod.id, netns=pod.netns, pod_name=f"{pod.namespace}/{pod.name}",
                          if_name=name)
         try:
-            pkey = self._child_pkey(slot)
+            apply = self._netdev_settings_apply(slot)
+            pkey = self._child_pkey(slot) if apply else None
             if dev.netdev and pkey is None:  # with a P_Key child the parent stays where it is
                 att.original = self.netlink.snapshot(dev.netdev).to_dict()
             dev.attachment = att
@@ -227,8 +264,11 @@ class PodNetwork:
             if dev.netdev:
                 a = self.netlink.attach(pod.netns, AttachRequest(
                     host_name=dev.netdev if pkey is None else self._ipoib_child(slot, att, pkey), pod_name=name,
-                    mtu=_netdev_mtu(slot), mac=cfg.get("mac"), ips=tuple(ips), routes=tuple(routes)))
+                    mtu=_netdev_mtu(slot) if apply else None, mac=cfg.get("mac"), ips=tuple(ips),
+                    routes=tuple(routes)))
                 att.ifindex, att.mac, att.mtu, att.ips = a.ifindex, a.mac, a.mtu, list(a.ips)
+                if apply and slot.driver.s.driver == IB_DRIVER and cfg.get("mtu") is not None:
+                    att.carrier = a.carrier  # without it the kernel may still lower the MTU (see ibstatus)
             if self.s.rdma_exclusive and dev.rdma_device:
                 self._rdma_move(dev.rdma_device, pod.netns, into=True)
                 att.rdma = dev.rdma_device
@@ -237,41 +277,65 @@ class PodNetwork:
         except (NetlinkError, DeviceError, OSError) as e:
             if dev.attachment is not None:
                 try:
-                    self._detach(slot, pod.netns, strict=False)
+                    self._detach(slot, pod.netns)
                 except DeviceError as undo:
                     log.error("%s: rollback incomplete: %s", where, undo)
+                    raise AttachError(f"{where}: {e}; rollback incomplete: {undo}") from None
             raise AttachError(f"{where}: {e}") from None
         what = dev.netdev or dev.rdma_device
         log.info("%s: %s is %s in the pod", where, what if pkey is None else f"P_Key {pkey:#06x} child of {what}", name)
 
-    def _detach(self, slot: _Slot, netns: str | None, strict: bool) -> None:
-        """Undo an attachment, last step first; the record is dropped only when everything is home.
-        strict=False (rolling back a failed attach) drops it anyway: nothing further can be done."""
+    def _detach(self, slot: _Slot, netns: str | None) -> None:
+        """Undo an attachment, last step first. Each step runs on its own and is forgotten once done;
+        the record is dropped only when every step is done. Otherwise what remains stays recorded (in
+        state ATTACHING: no longer reported as in the pod) for Synchronize, the next attach of the
+        pod, or unprepare to finish, and DeviceError names each failed step."""
         att = slot.dev.attachment
         netns = netns or att.netns
         if netns and not os.path.exists(netns):
             netns = None  # the pod's netns is gone: physical devices are back in the root netns
         where = f"claim {slot.rec.claim} device {slot.dev.device} (pod {att.pod_name})"
-        try:
-            if att.rdma:
-                self._rdma_home(att.rdma, netns)
-            if att.original:
-                outcome = self.netlink.detach(netns, att.if_name, LinkSnapshot.from_dict(att.original), att.ifindex)
-                if outcome == "missing":
-                    log.warning("%s: netdev %s is gone (destroyed with the pod's netns?)", where,
-                                att.original["name"])
-            if att.ipoib_child:
-                self._delete_child(att, netns, where)
-            if att.ipam:
-                self._ipam_del(slot, att)
-            if att.vf_original is not None:
-                self.netlink.set_vf(att.pf, att.vf, **att.vf_original)
-        except (NetlinkError, DeviceError, OSError) as e:
-            if strict:
-                raise DeviceError(f"{where}: cannot bring it home: {e}") from None
-            log.error("%s: %s", where, e)
+        failed: list[str] = []
+
+        def step(what: str, undo: Callable[[], None], field: str) -> None:
+            try:
+                undo()
+            except (NetlinkError, DeviceError, OSError) as e:
+                failed.append(f"{what}: {e}")
+                return
+            setattr(att, field, None)  # done: a retry skips it
+
+        if att.rdma:
+            step(f"RDMA device {att.rdma} home", lambda: self._rdma_home(att.rdma, netns), "rdma")
+        if att.original:
+            step(f"netdev {att.original['name']} home", lambda: self._netdev_home(att, netns, where), "original")
+        if att.ipoib_child:
+            step(f"P_Key {att.ipoib_child['pkey']:#06x} child of {att.ipoib_child['parent']}",
+                 lambda: self._delete_child(att, netns, where), "ipoib_child")
+        if att.ipam:
+            step("IPAM release", lambda: self._ipam_del(slot, att), "ipam")
+        if att.vf_original is not None:
+            step(f"VF settings on {att.pf} vf {att.vf}",
+                 lambda: self.netlink.set_vf(att.pf, att.vf, **att.vf_original), "vf_original")
+        if failed:
+            att.state = ATTACHING
+            slot.driver.save()
+            raise DeviceError(f"{where}: cannot bring it home: {'; '.join(failed)} (still recorded, retried at the "
+                              f"next Synchronize, pod start or unprepare)")
         slot.dev.attachment = None
         slot.driver.save()
+
+    def _netdev_home(self, att: Attachment, netns: str | None, where: str) -> None:
+        outcome = self.netlink.detach(netns, att.if_name, LinkSnapshot.from_dict(att.original), att.ifindex)
+        if outcome == "missing":
+            log.warning("%s: netdev %s is gone (destroyed with the pod's netns?)", where, att.original["name"])
+
+    def _netdev_settings_apply(self, slot: _Slot) -> bool:
+        """False for an IPoIB netdev in exclusive RDMA netns mode: moving its RDMA device makes the kernel
+        recreate its IPoIB netdevs in the root netns (module docstring), so IbConfig's netdev settings
+        (P_Key child, MTU) are not applied there; the claim status says so."""
+        dev = slot.dev
+        return not (slot.driver.s.driver == IB_DRIVER and self.s.rdma_exclusive and dev.rdma_device and dev.netdev)
 
     def _child_pkey(self, slot: _Slot) -> int | None:
         """The P_Key of the IPoIB child to create for IbConfig.pkey; None when the port's own IPoIB
@@ -284,23 +348,83 @@ class PodNetwork:
 
     def _ipoib_child(self, slot: _Slot, att: Attachment, pkey: int) -> str:
         """Create the P_Key child that goes into the pod instead of its parent; its host-side name.
-        Recorded before it exists, under a name only we use: a crash from here on deletes it."""
-        child = {"parent": slot.dev.netdev, "pkey": pkey, "name": self.netlink.temp_name(), "ifindex": None}
+        Recorded before it exists, under a name only we use: a crash from here on deletes it. A parent
+        that is down is brought up first (a child cannot open while its parent is down) and recorded
+        as such ("parent_up": False) so that detach puts it back down."""
+        parent = slot.dev.netdev
+        child = {"parent": parent, "pkey": pkey, "name": self.netlink.temp_name(), "ifindex": None,
+                 "parent_up": self.netlink.is_up(parent)}
         att.ipoib_child = child
         slot.driver.save()
-        child["ifindex"] = self.netlink.add_ipoib_child(child["parent"], child["name"], pkey)
+        if not child["parent_up"]:
+            self.netlink.set_up(parent, True)
+        child["ifindex"] = self.netlink.add_ipoib_child(parent, child["name"], pkey)
         slot.driver.save()
         return child["name"]
 
     def _delete_child(self, att: Attachment, netns: str | None, where: str) -> None:
         """Delete the P_Key child wherever it got to: in the pod, or still on the host when the attach
-        stopped before the move (a virtual link is destroyed with its netns: then nothing is left)."""
+        stopped before the move (a virtual link is destroyed with its netns: then nothing is left).
+        Then the parent goes back down if we brought it up, unless another child of ours still needs it."""
         child = att.ipoib_child
         created = {child["ifindex"]} if child.get("ifindex") is not None else set()
         in_pod = created | ({att.ifindex} if att.ifindex is not None else set())
         if self.netlink.delete_link(netns, child["name"], {att.if_name}, in_pod, created) == "missing":
             log.info("%s: P_Key %#06x child of %s is gone (never created, or destroyed with the pod's netns)",
                      where, child["pkey"], child["parent"])
+        if child.get("parent_up") is not False:
+            return
+        children = [s.dev.attachment.ipoib_child for s in self._attached_to(None) if s.dev.attachment is not att]
+        others = [c for c in children if c and c["parent"] == child["parent"]]
+        if others:  # the last child out puts the parent down
+            for other in others:
+                other["parent_up"] = False
+            return
+        self.netlink.set_up(child["parent"], False)
+
+    # --- IPoIB MTU after the broadcast-group join --------------------------------------------
+
+    def _awaits_join(self, slot: _Slot) -> bool:
+        """An attached IPoIB netdev with IbConfig.mtu whose MTU is not final yet (no carrier seen)."""
+        att = slot.dev.attachment
+        return (att is not None and att.state == ATTACHED and slot.driver.s.driver == IB_DRIVER
+                and slot.dev.config.get("mtu") is not None and att.carrier is not True
+                and att.ifindex is not None and bool(att.netns) and self._netdev_settings_apply(slot))
+
+    def _refresh_ipoib(self, pod_uid: str | None) -> bool:
+        pending, changed = False, {}
+        for slot in self._attached_to(pod_uid):
+            if not self._awaits_join(slot):
+                continue
+            att = slot.dev.attachment
+            try:
+                now = self.netlink.mtu_and_carrier(att.netns, att.ifindex, att.if_name)
+            except NetlinkError as e:
+                log.warning("claim %s device %s: cannot re-read the IPoIB MTU: %s", slot.rec.claim, slot.dev.device, e)
+                pending = True
+                continue
+            if now is None:
+                continue  # gone with its pod: StopPodSandbox or Synchronize brings it home
+            if now != (att.mtu, att.carrier):
+                att.mtu, att.carrier = now
+                slot.driver.save()
+                changed[slot.rec.claim.uid] = (slot.driver, slot.rec)
+            pending = pending or att.carrier is not True
+        if self.on_attached:
+            for driver, rec in changed.values():
+                self.on_attached(driver, rec)
+        return pending
+
+    def _settle(self, pod_uid: str) -> None:
+        """Poll a pod's IPoIB netdevs until carrier shows (bounded): the status then says the real MTU."""
+        deadline = time.monotonic() + self.s.ipoib_settle_seconds
+        while not self._closed.wait(self.s.ipoib_settle_interval):
+            try:
+                if not self.refresh_ipoib(pod_uid) or time.monotonic() >= deadline:
+                    return
+            except Exception:  # a background poll must not die silently
+                log.exception("pod %s: re-reading the IPoIB MTU failed", pod_uid)
+                return
 
     def _vf_settings(self, slot: _Slot, att: Attachment) -> None:
         wanted = {kw: slot.dev.config[key] for key, kw in _VF_SETTINGS.items() if key in slot.dev.config}
@@ -333,7 +457,7 @@ class PodNetwork:
             ipam_del(list(self.s.cni_bin_dirs), att.ipam, container_id=att.sandbox, netns=att.netns,
                      ifname=att.if_name)
         except IpamError as e:
-            raise DeviceError(f"IPAM release: {e}") from None
+            raise DeviceError(str(e)) from None  # names the plugin and DEL
 
     def _rdma_move(self, rdma: str, netns: str, into: bool) -> None:
         try:

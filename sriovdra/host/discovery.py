@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 
 from sriovdra.host.paths import HostPaths
 from sriovdra.host.sysfs import Sysfs
@@ -36,6 +37,7 @@ from sriovdra.model import (
     VfioGroup,
     classify_function,
 )
+from sriovdra.partition import BASE_MASK
 
 PCI_DEVICES = "bus/pci/devices"
 BDF = re.compile(r"^[0-9a-f]{4,8}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
@@ -45,7 +47,6 @@ _PORT_STATES = {"0": "Nop", "1": "Down", "2": "Init", "3": "Armed", "4": "Active
 _RATE = re.compile(r"^\s*([0-9]{1,5}(?:\.[0-9]{1,3})?)\s*Gb/sec(?:\s*\(([0-9]{1,2}X)[^)]*\))?")
 MAX_PORT = 255  # IB port numbers are u8
 MAX_PKEYS = 1 << 16  # P_Key table indexes are u16
-_PKEY_BASE = 0x7FFF  # the partition number; bit 15 is the membership bit
 MAX_VFS = 65536
 MAX_NUMA_NODES = 1 << 16
 
@@ -262,8 +263,37 @@ def _read_port(sysfs: Sysfs, base: str, number: int) -> IbPort:
         port.lid = _u16(sysfs, f"{base}/lid")
         port.sm_lid = _u16(sysfs, f"{base}/sm_lid")
     port.gid0 = sysfs.read(f"{base}/gids/0", expected=False)
-    port.pkeys = _pkey_table(sysfs, f"{base}/pkeys")
-    return port
+    return port  # pkeys: read on demand (read_pkey_table), never by the periodic rescan
+
+
+def read_pkey_table(paths: HostPaths, pci_address: str, rdma_device: str, port: int
+                    ) -> tuple[dict[int, int] | None, list[Problem]]:
+    """One port's P_Key table and what could not be read. On demand only: mlx5 answers every
+    ports/<n>/pkeys/<i> read with a firmware query (128 entries a port), too much for the rescan;
+    prepare reads the allocated port's, `sriovdra discover -o json|yaml` every port's."""
+    sysfs = Sysfs(paths.sysfs)
+    table = _pkey_table(sysfs, f"{PCI_DEVICES}/{pci_address}/infiniband/{rdma_device}/ports/{port}/pkeys")
+    return table, list(sysfs.problems)
+
+
+def pkey_reader(paths: HostPaths, on_problem: Callable[[Problem], None]) -> Callable[[str, str, int], dict | None]:
+    """read_pkey_table as partition.check_device takes it, reporting what could not be read."""
+    def read(pci_address: str, rdma_device: str, port: int) -> dict[int, int] | None:
+        table, problems = read_pkey_table(paths, pci_address, rdma_device, port)
+        for problem in problems:
+            on_problem(problem)
+        return table
+    return read
+
+
+def with_pkey_tables(inv: Inventory, paths: HostPaths) -> Inventory:
+    """Fill IbPort.pkeys of every port in `inv` (in place; problems added to inv.problems)."""
+    for fn in inv.functions:
+        for rd in fn.rdma_devices:
+            for port in rd.ports:
+                port.pkeys, problems = read_pkey_table(paths, fn.address, rd.name, port.number)
+                inv.problems += problems
+    return inv
 
 
 def _pkey_table(sysfs: Sysfs, rel: str) -> dict[int, int] | None:
@@ -286,7 +316,7 @@ def _pkey_table(sysfs: Sysfs, rel: str) -> dict[int, int] | None:
             sysfs.problems.append(Problem(sysfs.path(f"{rel}/{name}"), f"P_Key {value:#x} is not 16-bit; "
                                                                       f"table unknown"))
             return None
-        if value & _PKEY_BASE:
+        if value & BASE_MASK:
             table[index] = value
     return table
 

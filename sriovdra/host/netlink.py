@@ -21,10 +21,11 @@ from pyroute2.netlink.exceptions import NetlinkError as _KernelError
 
 from sriovdra.host import ipoib
 from sriovdra.host import netns as netns_mod
+from sriovdra.host.rtnl import RtnlError, rtnl_socket, rtnl_transact
 
 ROOT_NETNS = "/proc/self/ns/net"
 
-_SOL_NETLINK, _NETLINK_CAP_ACK, _NETLINK_EXT_ACK = 270, 10, 11  # include/uapi/linux/netlink.h
+_SOL_NETLINK, _NETLINK_EXT_ACK = 270, 11  # include/uapi/linux/netlink.h
 _ANSWER_SECONDS = 10.0  # the kernel answers at once; only a wedged rtnl lock takes longer
 _IFF_UP = 0x1
 _IFNAMSIZ = 16
@@ -90,6 +91,7 @@ class Attached:
     mac: str
     mtu: int
     ips: tuple[str, ...]
+    carrier: bool | None = None  # IFLA_CARRIER right after up (an IPoIB netdev gets it once its broadcast join is done)
 
     def to_dict(self) -> dict:
         return {
@@ -99,6 +101,7 @@ class Attached:
             "mac": self.mac,
             "mtu": self.mtu,
             "ips": list(self.ips),
+            "carrier": self.carrier,
         }
 
     @classmethod
@@ -110,6 +113,7 @@ class Attached:
             mac=d["mac"],
             mtu=int(d["mtu"]),
             ips=tuple(d.get("ips") or ()),
+            carrier=d.get("carrier"),
         )
 
 
@@ -217,7 +221,7 @@ class Netlink:
         _add_routes(pod, index, req.pod_name, netns, plan)
         link = pod.get_links(index)[0]
         return Attached(original=original, ifindex=index, name=link.get("ifname"), mac=link.get("address"),
-                        mtu=link.get("mtu"), ips=_global_addresses(pod, index))
+                        mtu=link.get("mtu"), ips=_global_addresses(pod, index), carrier=_carrier(link))
 
     def _rollback(self, root: IPRoute, pod: IPRoute, netns: str, original: LinkSnapshot, progress: _Progress,
                   err: NetlinkError) -> None:
@@ -329,6 +333,34 @@ class Netlink:
 
     temp_name = _temp_name  # a unique name for a link we create (never clashes with a real one)
 
+    # ----- reading and setting a link's state -----
+
+    def mtu_and_carrier(self, netns: str, ifindex: int, ifname: str) -> tuple[int, bool | None] | None:
+        """(MTU, carrier) of link `ifindex` in `netns` now; None when it (or the netns) is gone."""
+        try:
+            fd = netns_mod.open_netns_fd(netns)
+        except OSError as e:
+            if e.errno in (errno.ENOENT, errno.EINVAL):
+                return None
+            raise NetlinkError(ifname, "open netns", netns, _describe(e), e.errno) from e
+        try:
+            with _ipr_in(fd, ifname, netns) as ipr, _step(ifname, "read mtu and carrier", netns):
+                link = _link_by_index(ipr, ifindex)
+                return None if link is None else (link.get("mtu"), _carrier(link))
+        finally:
+            os.close(fd)
+
+    def is_up(self, name: str) -> bool:
+        """Whether `name` in the root netns is administratively up."""
+        return self.snapshot(name).up
+
+    def set_up(self, name: str, up: bool) -> None:
+        """Bring `name` in the root netns up or down."""
+        with self._root() as root:
+            link = self._snapshot(root, name)
+            with _step(name, "set up" if up else "set down", self.root_netns):
+                root.link("set", index=link.ifindex, state="up" if up else "down")
+
     # ----- IPoIB P_Key children -----
 
     def ipoib_pkey(self, name: str) -> int | None:
@@ -354,31 +386,23 @@ class Netlink:
                 request = ipoib.child_request(seq, name, link["index"], pkey)
             except ValueError as e:
                 raise NetlinkError(parent, step, ns, str(e), errno.EINVAL) from e
-            code, text = self._transact(request, seq, parent, step)
-            if code:
-                why = f"{text or os.strerror(code)} ({errno.errorcode.get(code, code)})"
-                raise NetlinkError(parent, step, ns, f"{why}: {ipoib.hint(code)}", code)
+            try:
+                self._transact(request, parent, step)
+            except RtnlError as e:
+                why = f"{e.text or os.strerror(e.errno)} ({errno.errorcode.get(e.errno, e.errno)})"
+                raise NetlinkError(parent, step, ns, f"{why}: {ipoib.hint(e.errno)}", e.errno) from None
             with _step(name, "look up the new IPoIB child", ns):
                 child = _link_by_name(root, name)
             if child is None:
                 raise NetlinkError(name, "look up the new IPoIB child", ns, "created, but not found", errno.ENODEV)
             return child["index"]
 
-    def _transact(self, request: bytes, seq: int, ifname: str, step: str) -> tuple[int, str]:
-        """Send one request from the root netns and wait for its acknowledgement: (errno, ext-ack text)."""
-        with _step(ifname, step, self.root_netns):
-            sock = netns_mod.call_in(self._root_fd, _rtnl_socket)
-            with sock:
-                sock.setsockopt(_SOL_NETLINK, _NETLINK_CAP_ACK, 1)  # errors without the request echoed
-                sock.settimeout(_ANSWER_SECONDS)
-                sock.sendto(request, (0, 0))
-                while True:
-                    try:
-                        answer = ipoib.parse_ack(sock.recv(1 << 16), seq)
-                    except ipoib.IpoibMessageError as e:
-                        raise NetlinkError(ifname, step, self.root_netns, f"bad answer from the kernel: {e}") from e
-                    if answer is not None:
-                        return answer
+    def _transact(self, request: bytes, ifname: str, step: str) -> None:
+        """Send one request from the root netns and wait for its acknowledgement (RtnlError: refused)."""
+        with _step(ifname, f"{step} (open netlink socket)", self.root_netns):
+            sock = netns_mod.call_in(self._root_fd, rtnl_socket)
+        with sock:
+            rtnl_transact(request, sock=sock, timeout=_ANSWER_SECONDS)
 
     def delete_link(self, netns: str | None, unique_name: str, names: set[str], indexes: set[int],
                     root_indexes: set[int]) -> str:
@@ -692,6 +716,11 @@ def _link_by_index(ipr: IPRoute, index: int):
         if e.code == errno.ENODEV:
             return None
         raise
+
+
+def _carrier(link) -> bool | None:
+    carrier = link.get_attr("IFLA_CARRIER")
+    return None if carrier is None else bool(carrier)
 
 
 def _as_snapshot(link) -> LinkSnapshot:

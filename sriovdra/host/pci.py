@@ -77,17 +77,45 @@ def restore(paths: HostPaths, bdf: str, original: str | None) -> None:
 
 def rebind(paths: HostPaths, bdf: str) -> str:
     """Unbind the function and bind it to the same driver again, so that the driver reads what was
-    set for it meanwhile (a VF's GUIDs). Returns the driver; a failure rolls back to it."""
+    set for it meanwhile (a VF's GUIDs). Returns the driver; a failure rolls back to it. A
+    driver_override someone had set is put back afterwards (the steps use their own)."""
     driver = current_driver(paths, bdf)
     what = f"{bdf}: rebind to {driver}"
     if driver is None:
         raise PciBindError(f"{bdf}: rebind: not bound to any driver")
     _require_driver(paths, driver, what)
+    dev = _device_dir(paths, bdf)
+    prior = _override(dev)
+    write = sysfs_writer(paths)
     try:
-        _switch(paths, sysfs_writer(paths), bdf, driver, driver)
+        _switch(paths, write, bdf, driver, driver)
     except PciBindError as e:
-        raise PciBindError(f"{what}: {e}; {_roll_back(paths, bdf, driver)}") from None
+        raise PciBindError(f"{what}: {e}; {_roll_back(paths, bdf, driver)}{_put_back(write, dev, prior)}") from None
+    if prior is not None:
+        _write(write, os.path.join(dev, "driver_override"), prior)
     return driver
+
+
+def probe(paths: HostPaths, bdf: str) -> str | None:
+    """Bind an unbound function the way the kernel would on its own: to the driver its driver_override
+    names, else (drivers_probe) to the driver matching its IDs. The override stays as it is.
+    Returns the driver it ends up with (None: nothing took it, e.g. a VF with autoprobe off)."""
+    if current_driver(paths, bdf) is not None:
+        return current_driver(paths, bdf)
+    dev = _device_dir(paths, bdf)
+    override = _override(dev)
+    write = sysfs_writer(paths)
+    if override is not None:
+        _require_driver(paths, override, f"{bdf}: bind to {override} (its driver_override)")
+        _write(write, os.path.join(paths.sysfs, PCI_DRIVERS, override, "bind"), bdf)
+    else:
+        _write(write, os.path.join(paths.sysfs, "bus/pci/drivers_probe"), bdf)
+    return current_driver(paths, bdf)
+
+
+def override(paths: HostPaths, bdf: str) -> str | None:
+    """The function's driver_override, None when not set."""
+    return _override(_device_dir(paths, bdf))
 
 
 # --- steps ---------------------------------------------------------------------------------
@@ -115,6 +143,16 @@ def _roll_back(paths: HostPaths, bdf: str, original: str | None) -> str:
     except PciBindError as e:
         return f"rolling back failed too: {e}"
     return f"rolled back to {original or 'no driver'}"
+
+
+def _put_back(write: Writer, dev: str, prior: str | None) -> str:
+    if prior is None:
+        return ""
+    try:
+        _write(write, os.path.join(dev, "driver_override"), prior)
+    except PciBindError as e:
+        return f"; putting driver_override {prior} back failed: {e}"
+    return f"; driver_override {prior} put back"
 
 
 def _verify(paths: HostPaths, bdf: str, driver: str | None) -> None:

@@ -7,8 +7,15 @@ The sequence, per PF (sriovdra.provisioner runs PFs independently: one failing s
   4. a non-zero count is set to 0 first: the kernel refuses N while VFs exist (EBUSY);
   5. N is written. A failed write after 0 was written puts the previous count back; a changed
      autoprobe is restored (before that, so the old VFs probe as they did);
-  6. wait_ready polls until the N VFs have their PCI devices and, for VFs a network driver will
-     bind (autoprobe on), that driver, their netdevs and RDMA devices, up to a timeout.
+     The kernel may enable fewer VFs than asked and still return success: sriov_numvfs is read
+     back and a short count is an error naming both numbers (and rolled back like a failed write).
+     Writing 0 blocks in the kernel (pci_disable_sriov waits for every VF to be released) while a
+     VF is held open through vfio: sriovdra.provisioner refuses that unless --force;
+  6. wait_ready polls until the N VFs have their PCI devices and, with autoprobe on, a driver; a
+     netdev on VFs whose driver is known to make one (NETDEV_VF_DRIVERS) and an RDMA device on VFs
+     whose driver is known to make one (RDMA_VF_DRIVERS), up to a timeout. Other drivers' netdevs
+     and RDMA devices are reported as they appear, never waited for (an ice PF has irdma, its
+     iavf VFs have no RDMA device).
 Errors name the PF, the value, the errno and what usually causes it.
 """
 
@@ -22,10 +29,14 @@ from dataclasses import dataclass
 
 from sriovdra.host.discovery import PCI_DEVICES
 from sriovdra.host.paths import HostPaths
-from sriovdra.host.writer import Writer, sysfs_writer
+from sriovdra.host.writer import Writer, errno_name, sysfs_writer
 
 # Drivers that take a VF away from the network stack: no netdev, no RDMA device to wait for.
 NON_NETWORK_DRIVERS = frozenset({"vfio-pci", "pci-stub", "uio_pci_generic", "igb_uio"})
+# VF drivers known to create a netdev for each VF they bind, and those known to create an RDMA device.
+NETDEV_VF_DRIVERS = frozenset({"mlx5_core", "mlx4_core", "iavf", "i40evf", "ixgbevf", "igbvf", "bnxt_en", "qede",
+                               "qlcnic", "enic", "sfc", "octeontx2-nicvf", "virtio-pci", "virtio_net"})
+RDMA_VF_DRIVERS = frozenset({"mlx5_core", "mlx4_core"})
 
 _HINTS = {
     errno.ENOMEM: "SR-IOV is not enabled in the firmware or BIOS, or they give it too few resources: enable "
@@ -60,8 +71,8 @@ class SriovState:
 
 @dataclass(frozen=True)
 class Expect:
-    """What the VFs get: a driver (autoprobe on), and on every VF a network driver binds, netdevs
-    and RDMA devices (when the PF has them itself: its driver makes them for its VFs too)."""
+    """What to wait for: a driver on every VF (autoprobe on); netdevs and RDMA devices on the VFs
+    whose driver is known to make them (NETDEV_VF_DRIVERS, RDMA_VF_DRIVERS)."""
 
     driver: bool
     netdev: bool
@@ -112,19 +123,24 @@ def read_state(paths: HostPaths, pf: str) -> SriovState:
 def expectation(paths: HostPaths, pf: str, autoprobe: bool | None) -> Expect:
     """What to wait for on the PF's VFs: with autoprobe off nothing binds new VFs, so only their PCI
     devices (and the netdevs of VFs someone binds anyway)."""
-    base = pf_dir(paths, pf)
     probe = read_state(paths, pf).autoprobe if autoprobe is None else autoprobe
-    return Expect(driver=probe is not False, netdev=bool(_entries(base, "net")),
-                  rdma=bool(_entries(base, "infiniband")))
+    return Expect(driver=probe is not False, netdev=True, rdma=True)
 
 
-def set_num_vfs(paths: HostPaths, pf: str, wanted: int, *, autoprobe: bool | None = None) -> SriovState:
-    """Steps 1-5: the PF ends with `wanted` VFs, or as it was with an SriovError. Returns the state before."""
+def vf_addresses(paths: HostPaths, pf: str) -> dict[int, str]:
+    """VF index -> PCI address, from the PF's virtfnN links as they are now."""
+    base = pf_dir(paths, pf)
+    return {int(e[6:]): os.path.basename(os.path.realpath(os.path.join(base, e)))
+            for e in _entries(base, "") if e.startswith("virtfn") and e[6:].isdigit()}
+
+
+def set_num_vfs(paths: HostPaths, pf: str, wanted: int, *, autoprobe: bool | None = None) -> None:
+    """Steps 1-5: the PF ends with `wanted` VFs, or as it was with an SriovError."""
     state = read_state(paths, pf)
     if wanted > state.total:
         raise SriovError(f"{pf}: {wanted} VFs asked, sriov_totalvfs is {state.total}", errno.ERANGE)
     if wanted == state.numvfs:
-        return state
+        return
     write = sysfs_writer(paths)
     base = pf_dir(paths, pf)
     old_probe = None
@@ -138,10 +154,10 @@ def set_num_vfs(paths: HostPaths, pf: str, wanted: int, *, autoprobe: bool | Non
             zeroed = True
         if wanted:
             _write(write, base, "sriov_numvfs", str(wanted), pf)
+            _check_count(base, pf, wanted, write)
     except SriovError as e:
         raise SriovError(f"{e}; {_undo(write, base, pf, old_probe, state.numvfs if zeroed else None)}", e.errno) \
             from None
-    return state
 
 
 def progress(paths: HostPaths, pf: str, count: int, expect: Expect, netdev: str | None = None) -> Progress:
@@ -159,19 +175,21 @@ def progress(paths: HostPaths, pf: str, count: int, expect: Expect, netdev: str 
         bound += driver is not None
         if expect.driver and driver is None:
             missing.append(f"VF {i} {os.path.basename(os.path.realpath(vf))}: no driver")
-        if driver in NON_NETWORK_DRIVERS or (driver is None and not expect.driver):
-            continue  # nothing will give it a netdev
+        if driver is None or driver in NON_NETWORK_DRIVERS:
+            continue  # nothing gives it a netdev (yet)
         has_nd, has_rd = bool(_netdevs(vf)), bool(_entries(vf, "infiniband"))
-        nd_want, nd_have = nd_want + expect.netdev, nd_have + (expect.netdev and has_nd)
-        rd_want, rd_have = rd_want + expect.rdma, rd_have + (expect.rdma and has_rd)
-        lacks = [what for what, want, has in (("netdev", expect.netdev, has_nd), ("RDMA device", expect.rdma, has_rd))
+        # wanted where the driver is known to make one; counted anyway when one appeared
+        want_nd = expect.netdev and (driver in NETDEV_VF_DRIVERS or has_nd)
+        want_rd = expect.rdma and (driver in RDMA_VF_DRIVERS or has_rd)
+        nd_want, nd_have = nd_want + want_nd, nd_have + (want_nd and has_nd)
+        rd_want, rd_have = rd_want + want_rd, rd_have + (want_rd and has_rd)
+        lacks = [what for what, want, has in (("netdev", want_nd, has_nd), ("RDMA device", want_rd, has_rd))
                  if want and not has]
-        if driver is not None and lacks:
+        if lacks:
             missing.append(f"VF {i} {os.path.basename(os.path.realpath(vf))}: no {' or '.join(lacks)}")
-    shown = expect.driver or nd_want + rd_want > 0  # autoprobe off: PCI only, unless someone bound VFs
     return Progress(pf=pf, netdev=netdev, wanted=count, pci=pci, bound=bound if expect.driver else None,
-                    netdevs=(nd_have, nd_want) if expect.netdev and shown else None,
-                    rdma=(rd_have, rd_want) if expect.rdma and shown else None, missing=tuple(missing[:4]))
+                    netdevs=(nd_have, nd_want) if nd_want else None,
+                    rdma=(rd_have, rd_want) if rd_want else None, missing=tuple(missing[:4]))
 
 
 def wait_ready(paths: HostPaths, pf: str, count: int, expect: Expect, timeout: float, *, netdev: str | None = None,
@@ -200,22 +218,39 @@ def _write(write: Writer, base: str, name: str, value: str, pf: str) -> None:
     except OSError as e:
         code = e.errno or 0
         hint = _HINTS.get(code)
-        raise SriovError(f"{pf}: write {value} to {name}: {e.strerror or e} ({errno.errorcode.get(code, code)})"
+        raise SriovError(f"{pf}: write {value} to {name}: {e.strerror or e} ({errno_name(code)})"
                          + (f": {hint}" if hint else ""), code) from None
 
 
+def _check_count(base: str, pf: str, wanted: int, write: Writer) -> None:
+    """The kernel (a PF driver's sriov_configure) may enable fewer VFs than asked and report success."""
+    got = _read_int(base, "sriov_numvfs", pf)
+    if got != wanted:
+        try:  # remove the short set: the caller's rollback puts the old count back from 0
+            if got:
+                write(os.path.join(base, "sriov_numvfs"), "0")
+        except OSError:
+            pass
+        raise SriovError(f"{pf}: wrote {wanted} to sriov_numvfs, the kernel enabled {got}: the PF driver or its "
+                         "firmware allows fewer VFs (check dmesg; on ConnectX, NUM_OF_VFS in mlxconfig)", errno.EIO)
+
+
 def _undo(write: Writer, base: str, pf: str, probe: bool | None, count: int | None) -> str:
-    """Autoprobe back first (the old VFs probe as they did), then the old count; says how it went."""
+    """Autoprobe back first (the old VFs probe as they did), then the old count; each step is tried
+    on its own, and the message says how each went."""
     done = []
-    try:
-        if probe is not None:
+    if probe is not None:
+        try:
             _write(write, base, "sriov_drivers_autoprobe", "1" if probe else "0", pf)
             done.append(f"sriov_drivers_autoprobe back to {int(probe)}")
-        if count:
+        except SriovError as e:
+            done.append(f"putting sriov_drivers_autoprobe back to {int(probe)} failed too: {e}")
+    if count:
+        try:
             _write(write, base, "sriov_numvfs", str(count), pf)
             done.append(f"rolled back to {count} VFs")
-    except SriovError as e:
-        return f"rolling back failed too: {e}"
+        except SriovError as e:
+            done.append(f"rolling back to {count} VFs failed too: {e}")
     return ", ".join(done) or "nothing was changed"
 
 

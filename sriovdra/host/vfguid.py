@@ -21,17 +21,18 @@ import os
 import socket
 import struct
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 
-from sriovdra.guid import byte_form, format_guid, guid_of_gid, parse_guid
+from sriovdra.guid import byte_form, guid_of_gid, parse_guid
 from sriovdra.host import pci
 from sriovdra.host.paths import HostPaths
-from sriovdra.host.rdma import NLM_F_ACK, NLM_F_REQUEST, RdmaError, collect, encode_attr, parse_messages
+from sriovdra.host.rdma import NLM_F_ACK, NLM_F_REQUEST, encode_attr
+from sriovdra.host.rtnl import RtnlError, rtnl_transact
 from sriovdra.host.sriov import NON_NETWORK_DRIVERS, pf_dir
-from sriovdra.host.writer import fake_kernel
+from sriovdra.host.writer import errno_name, fake_kernel
 
 # include/uapi/linux/rtnetlink.h, if_link.h
-NETLINK_ROUTE = 0
 RTM_SETLINK = 19
 AF_UNSPEC = 0
 IFLA_VFINFO_LIST = 22
@@ -44,7 +45,7 @@ GUID_ATTRS = {NODE: IFLA_VF_IB_NODE_GUID, PORT: IFLA_VF_IB_PORT_GUID}
 _HEADER = struct.Struct("=IHHII")  # nlmsghdr: len, type, flags, seq, pid
 _IFINFOMSG = struct.Struct("=BxHiII")  # ifi_family, pad, ifi_type, ifi_index, ifi_flags, ifi_change
 VF_GUID = struct.Struct("@IQ")  # struct ifla_vf_guid, native alignment like the C compiler's
-REPLY_TIMEOUT = 5.0
+_SEQ = itertools.count(1)  # sequence numbers of this process's requests
 
 _HINTS = {
     errno.EOPNOTSUPP: "the netdev is not an IPoIB netdev whose driver sets VF GUIDs (mlx5_ib with ib_ipoib)",
@@ -65,13 +66,6 @@ class VfGuidError(Exception):
         self.errno = code
 
 
-def errno_name(code: int | None) -> str:
-    """EOPNOTSUPP, not its Linux alias ENOTSUP that errno.errorcode gives."""
-    if code == errno.EOPNOTSUPP:
-        return "EOPNOTSUPP"
-    return errno.errorcode.get(code or 0, str(code))
-
-
 # --- the message ------------------------------------------------------------------------------
 
 
@@ -83,49 +77,20 @@ def setlink_vf_guid(seq: int, ifindex: int, vf: int, kind: str, guid: int, pid: 
     return _HEADER.pack(_HEADER.size + len(body), RTM_SETLINK, NLM_F_REQUEST | NLM_F_ACK, seq, pid) + body
 
 
-class RouteNetlink:
-    """A NETLINK_ROUTE socket in the caller's network namespace, for RTM_SETLINK with an ack."""
-
-    def __init__(self) -> None:
-        try:
-            self._sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, NETLINK_ROUTE)
-            self._sock.bind((0, 0))
-            self._sock.settimeout(REPLY_TIMEOUT)
-        except OSError as e:
-            raise VfGuidError(f"cannot open a NETLINK_ROUTE socket: {e.strerror}", e.errno) from None
-        self._seq = itertools.count(1)
-
-    def close(self) -> None:
-        self._sock.close()
-
-    def __enter__(self) -> RouteNetlink:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def set_vf_guid(self, netdev: str, vf: int, kind: str, guid: int) -> None:
-        """One GUID of one VF through the PF netdev; VfGuidError with the kernel's errno."""
-        step = f"{netdev} VF {vf}: set {kind} GUID {byte_form(guid)}"
-        try:
-            index = socket.if_nametoindex(netdev)
-        except OSError:
-            raise VfGuidError(f"{step}: no netdev {netdev} in this network namespace (is ib_ipoib loaded, and does "
-                              "sriovdra run in the host network namespace?)", errno.ENODEV) from None
-        seq = next(self._seq)
-        try:
-            self._sock.send(setlink_vf_guid(seq, index, vf, kind, guid))
-            while True:
-                _, over = collect(parse_messages(self._sock.recv(1 << 16)), seq)
-                if over:
-                    return
-        except TimeoutError:
-            raise VfGuidError(f"{step}: no reply within {REPLY_TIMEOUT:g}s", errno.ETIMEDOUT) from None
-        except RdmaError as e:  # collect() turns the kernel's NLMSG_ERROR into this
-            hint = _HINTS.get(e.errno or 0)
-            raise VfGuidError(f"{step}: {e} ({errno_name(e.errno)}){f': {hint}' if hint else ''}", e.errno) from None
-        except OSError as e:
-            raise VfGuidError(f"{step}: {e.strerror}", e.errno) from None
+def set_vf_guid(netdev: str, vf: int, kind: str, guid: int) -> None:
+    """One GUID of one VF through the PF netdev, in the caller's network namespace; VfGuidError with
+    the kernel's errno and extended-ack text."""
+    step = f"{netdev} VF {vf}: set {kind} GUID {byte_form(guid)}"
+    try:
+        index = socket.if_nametoindex(netdev)
+    except OSError:
+        raise VfGuidError(f"{step}: no netdev {netdev} in this network namespace (is ib_ipoib loaded, and does "
+                          "sriovdra run in the host network namespace?)", errno.ENODEV) from None
+    try:
+        rtnl_transact(setlink_vf_guid(next(_SEQ), index, vf, kind, guid))
+    except RtnlError as e:
+        hint = _HINTS.get(e.errno)
+        raise VfGuidError(f"{step}: {e} ({errno_name(e.errno)}){f': {hint}' if hint else ''}", e.errno) from None
 
 
 def guid_setter(paths: HostPaths, pf: str, netdev: str | None) -> Setter:
@@ -149,11 +114,10 @@ def guid_setter(paths: HostPaths, pf: str, netdev: str | None) -> Setter:
         return fake
 
     def live(vf: int, kind: str, guid: int) -> None:
-        with RouteNetlink() as nl:
-            try:
-                nl.set_vf_guid(netdev, vf, kind, guid)
-            except VfGuidError as e:
-                raise VfGuidError(f"{pf}: {e}", e.errno) from None
+        try:
+            set_vf_guid(netdev, vf, kind, guid)
+        except VfGuidError as e:
+            raise VfGuidError(f"{pf}: {e}", e.errno) from None
 
     return live
 
@@ -170,10 +134,6 @@ class VfGuidResult:
     guid: int
     action: str  # set (applies at the next bind), set+rebound, unchanged, skipped (held by a claim), failed
     message: str = ""
-
-    def to_dict(self) -> dict:
-        return {"vfID": self.index, "pciAddress": self.address, "guid": format_guid(self.guid),
-                "action": self.action, "message": self.message}
 
 
 def current_guids(paths: HostPaths, pf: str, index: int) -> tuple[int | None, int | None]:
@@ -192,23 +152,60 @@ def current_guids(paths: HostPaths, pf: str, index: int) -> tuple[int | None, in
     return recorded if recorded is not None else (None, None)
 
 
-def assign(paths: HostPaths, pf: str, netdev: str | None, guids: dict[int, int], *, held: frozenset[str] = frozenset(),
+def vf_address(paths: HostPaths, pf: str, index: int) -> str | None:
+    link = os.path.join(pf_dir(paths, pf), f"virtfn{index}")
+    return os.path.basename(os.path.realpath(link)) if os.path.isdir(link) else None
+
+
+def assign(paths: HostPaths, pf: str, netdev: str | None, guids: dict[int, int], *,
+           held: Callable[[str], bool] = lambda address: False,
+           lock: Callable[[], AbstractContextManager] = nullcontext,
            setter: Setter | None = None) -> list[VfGuidResult]:
-    """Give VF i of the PF node GUID = port GUID = guids[i]; one VF failing does not stop the others."""
+    """Give VF i of the PF node GUID = port GUID = guids[i]; one VF failing does not stop the others.
+
+    Per VF, under lock() (serve's node-wide host lock): held(address) is asked again (a claim may have
+    started since the plan), then a VF a crash left unbound between unbind and bind is bound again,
+    then the GUIDs are set and the VF rebound."""
     setter = setter or guid_setter(paths, pf, netdev)
     out = []
     for index, guid in sorted(guids.items()):
-        link = os.path.join(pf_dir(paths, pf), f"virtfn{index}")
-        address = os.path.basename(os.path.realpath(link)) if os.path.isdir(link) else None
-        if address is None:
-            out.append(VfGuidResult(index, None, guid, FAILED, f"{pf} VF {index}: no such VF"))
-        elif address in held:
-            out.append(VfGuidResult(index, address, guid, SKIPPED, "held by a claim: left as it is"))
-        elif current_guids(paths, pf, index) == (guid, guid):
-            out.append(VfGuidResult(index, address, guid, UNCHANGED))
-        else:
-            out.append(_set_one(paths, pf, index, address, guid, setter))
+        with lock():
+            out.append(_one(paths, pf, index, guid, held, setter))
     return out
+
+
+def _one(paths: HostPaths, pf: str, index: int, guid: int, held: Callable[[str], bool], setter: Setter) -> VfGuidResult:
+    address = vf_address(paths, pf, index)
+    if address is None:
+        return VfGuidResult(index, None, guid, FAILED, f"{pf} VF {index}: no such VF")
+    if held(address):
+        return VfGuidResult(index, address, guid, SKIPPED, "held by a claim: left as it is")
+    try:
+        recovered = _recover(paths, pf, address)
+    except pci.PciBindError as e:
+        return VfGuidResult(index, address, guid, FAILED, f"{pf} VF {index}: left unbound: {e}")
+    if current_guids(paths, pf, index) == (guid, guid):
+        return VfGuidResult(index, address, guid, REBOUND if recovered else UNCHANGED,
+                            f"bound to {recovered} again (left unbound)" if recovered else "")
+    return _set_one(paths, pf, index, address, guid, setter)
+
+
+def _recover(paths: HostPaths, pf: str, address: str) -> str | None:
+    """A VF left unbound by an interrupted rebind (driver_override names its driver), or unbound while
+    the PF probes its VFs, gets bound again; returns the driver it got, None when nothing was done."""
+    if pci.current_driver(paths, address) is not None:
+        return None
+    override = pci.override(paths, address)
+    if override is None and not _autoprobe(paths, pf):
+        return None  # autoprobe off and no override: unbound on purpose
+    if override in NON_NETWORK_DRIVERS:
+        return None
+    driver = pci.probe(paths, address)
+    return driver if driver is not None and driver not in NON_NETWORK_DRIVERS else None
+
+
+def _autoprobe(paths: HostPaths, pf: str) -> bool:
+    return _read(os.path.join(pf_dir(paths, pf), "sriov_drivers_autoprobe")) != "0"
 
 
 def _set_one(paths: HostPaths, pf: str, index: int, address: str, guid: int, setter: Setter) -> VfGuidResult:

@@ -7,6 +7,7 @@ has no kernel behind its files, gets sriovdra.fakehost.FakeKernel playing the ke
 
 from __future__ import annotations
 
+import errno
 import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -46,3 +47,10 @@ def write_sysfs(path: str, value: str) -> None:
         os.write(fd, value.encode())
     finally:
         os.close(fd)
+
+
+def errno_name(code: int | None) -> str:
+    """The errno's name for messages: EOPNOTSUPP, not its Linux alias ENOTSUP that errno.errorcode gives."""
+    if code == errno.EOPNOTSUPP:
+        return "EOPNOTSUPP"
+    return errno.errorcode.get(code or 0, str(code))

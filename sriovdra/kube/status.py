@@ -24,13 +24,13 @@ MAX_ATTEMPTS = 8
 
 def ready_entry(driver: str, pool: str, device: str, data: dict, share_id: str | None = None,
                 network: dict | None = None, message: str = "prepared by sriovdra",
-                extra_conditions: list[tuple[str, str, str]] = ()) -> dict:
-    """An AllocatedDeviceStatus with a Ready condition, plus (type, reason, message) True conditions."""
+                extra_conditions: list[tuple[str, str, str, str]] = ()) -> dict:
+    """An AllocatedDeviceStatus with a Ready condition, plus (type, status, reason, message) conditions."""
     now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
-    conditions = [("Ready", "Prepared", message), *extra_conditions]
+    conditions = [("Ready", "True", "Prepared", message), *extra_conditions]
     entry = {"driver": driver, "pool": pool, "device": device, "data": data,
-             "conditions": [{"type": t, "status": "True", "reason": r, "message": m, "lastTransitionTime": now}
-                            for t, r, m in conditions]}
+             "conditions": [{"type": t, "status": st, "reason": r, "message": m, "lastTransitionTime": now}
+                            for t, st, r, m in conditions]}
     if share_id is not None:
         entry["shareID"] = share_id
     if network:
@@ -38,11 +38,34 @@ def ready_entry(driver: str, pool: str, device: str, data: dict, share_id: str |
     return entry
 
 
+def _device_key(entry: dict) -> tuple:
+    return entry.get("driver"), entry.get("pool"), entry.get("device"), entry.get("shareID")
+
+
 def merge_devices(current: list[dict], ours: list[dict], driver: str) -> list[dict]:
-    """Other drivers' entries untouched, ours replaced (keyed by driver, pool, device, shareID)."""
-    key = lambda e: (e.get("driver"), e.get("pool"), e.get("device"), e.get("shareID"))  # noqa: E731
-    replaced = {key(e) for e in ours}
-    return [e for e in current if key(e) not in replaced] + ours
+    """Other drivers' entries untouched, ours replaced (keyed by driver, pool, device, shareID).
+
+    A condition whose type and status are unchanged keeps the current entry's lastTransitionTime:
+    by the Kubernetes condition convention it says when the status last changed, not when it was
+    last written (a repeated prepare or a kubelet restart rewrites the same status)."""
+    before = {_device_key(e): e for e in current if isinstance(e, dict)}
+    ours = [_keep_transition_times(e, before.get(_device_key(e))) for e in ours]
+    replaced = {_device_key(e) for e in ours}
+    return [e for e in current if _device_key(e) not in replaced] + ours
+
+
+def _keep_transition_times(entry: dict, previous: dict | None) -> dict:
+    """`entry` (not modified) with the transition times of `previous`'s conditions that did not change."""
+    if not previous:
+        return entry
+    old = {c.get("type"): c for c in previous.get("conditions") or [] if isinstance(c, dict)}
+    conditions = []
+    for cond in entry.get("conditions") or []:
+        was = old.get(cond.get("type"))
+        if was and was.get("status") == cond.get("status") and was.get("lastTransitionTime"):
+            cond = {**cond, "lastTransitionTime": was["lastTransitionTime"]}
+        conditions.append(cond)
+    return {**entry, "conditions": conditions}
 
 
 class ClaimStatusWriter:

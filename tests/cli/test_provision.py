@@ -136,7 +136,7 @@ def test_a_timeout_exits_1_naming_what_is_missing(build_host, tmp_path):
                "--timeout", "0.1", "-o", "json", check=1)
     [pf] = json.loads(proc.stdout)["pfs"]
     assert pf["action"] == "failed" and pf["after"] == 1
-    assert pf["problems"] == [f"{ETH} ens1f0: 1/1 PCI, 0/1 bound, 0/1 netdev, 0/1 RDMA: VFs not ready after 0.1s "
+    assert pf["problems"] == [f"{ETH} ens1f0: 1/1 PCI, 0/1 bound: VFs not ready after 0.1s "
                               "(VF 0 0000:3b:00.1: no driver)"]
 
 
@@ -165,12 +165,22 @@ def test_a_failure_wins_over_a_refusal(build_host, tmp_path):
     run("--host-root", host.root, "--state-dir", str(tmp_path), "--pf", ETH, "--pf", IB, "--num-vfs", "4", check=1)
 
 
-def test_a_corrupt_checkpoint_refuses(node):
+def test_a_corrupt_checkpoint_refuses_only_pfs_with_vfs_it_publishes(node):
     with open(os.path.join(node.state, f"{IB_DRIVER}.checkpoint.json"), "w") as f:
         f.write("garbage")
-    proc = node("--pf", IB, "--num-vfs", "2", check=4)
+    node("--pf", IB, "--num-vfs", "2", check=0)  # no VFs yet: none a claim could hold
+    node("--pf", ETH, "--num-vfs", "4", check=0)  # its VFs are in the other driver's checkpoint
+    proc = node("--pf", IB, "--num-vfs", "3", check=4)
     assert "serve's checkpoint cannot be read to tell whether claims hold them" in proc.stdout
-    node("--pf", IB, "--num-vfs", "2", "--force", check=0)
+    node("--pf", IB, "--num-vfs", "3", "--force", check=0)
+
+
+def test_vfs_bound_to_vfio_refuse_with_4(build_host, tmp_path):
+    host, _ = build_host({"host": {"modules": ["vfio_pci"]},
+                          "pfs": [eth_pf(vfs={"total": 8, "count": 2, "overrides": {0: {"driver": "vfio-pci"}}})]})
+    proc = run("--host-root", host.root, "--state-dir", str(tmp_path), "--pf", ETH, "--num-vfs", "0", check=4)
+    assert "VFs 0000:3b:00.1 are bound to vfio-pci: writing 0 to sriov_numvfs blocks in the kernel" in proc.stdout
+    run("--host-root", host.root, "--state-dir", str(tmp_path), "--pf", ETH, "--num-vfs", "0", "--force", check=0)
 
 
 def test_dry_run_shows_the_plan_and_changes_nothing(node):

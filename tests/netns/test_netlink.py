@@ -90,7 +90,7 @@ def test_attach_configures_the_device_inside_the_pod(nl, veth, pod):
     assert (None, 0, "169.254.1.1", 0) in routes
     assert ("fd00:100::", 48, "fd00:99::1", 0) in routes
     assert got == Attached(original=before, ifindex=got.ifindex, name=POD_NAME, mac=MAC, mtu=9000,
-                           ips=got.ips)
+                           ips=got.ips, carrier=True)  # a dummy has carrier once up
     assert set(got.ips) == addrs
 
 

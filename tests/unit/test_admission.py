@@ -15,6 +15,7 @@ from tests.webhook.reviews import (
     VERSIONS,
     VF_CLASS,
     claim_object,
+    device_class_object,
     ib,
     ib_config,
     opaque,
@@ -40,6 +41,9 @@ def test_the_objects_used_here_are_valid_kubernetes_1_37():
     for kind, version in KINDS_VERSIONS:
         obj = claim_object(kind, version, [ib(), vf(mtu=9000), opaque("gpu.example.com", {"any": "thing"})])
         kubernetes_validate.validate(obj, "1.37", strict=True)
+    for version in VERSIONS:
+        kubernetes_validate.validate(device_class_object(version, [ib(), opaque("gpu.example.com", {})]), "1.37",
+                                     strict=True)
 
 
 def test_the_seeds_manifests_are_accepted_verbatim():
@@ -133,13 +137,38 @@ def test_every_failing_config_is_counted_one_line_each_in_order():
 @pytest.mark.parametrize("overrides", [
     {"kind": "Pod", "group": ""},
     {"kind": "ResourceClaim", "group": "example.com"},
-    {"kind": "DeviceClass"},
+    {"kind": "ResourceSlice"},
     {"operation": "DELETE"},
     {"operation": "CONNECT"},
 ])
 def test_objects_and_operations_that_are_not_ours_are_allowed(overrides):
     obj = claim_object("ResourceClaim", "v1", [ib(pkey=0)])  # would be refused if it were reviewed
     assert _answer(obj, **overrides)["allowed"] is True
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_device_class_configs_are_validated_as_prepare_decodes_them(version):
+    """prepare decodes a class's configs for every claim of the class: a bad one must not get in."""
+    ok = device_class_object(version, [ib(pkey=32769, mtu=4096), opaque("gpu.example.com", {"pkey": 0})])
+    assert _answer(ok, uid="dc") == {"uid": "dc", "allowed": True}
+    bad = _answer(device_class_object(version, [vf(), ib(mtu=128)], name=VF_CLASS))
+    assert bad["allowed"] is False
+    assert bad["status"]["message"] == (
+        "1 configs failed to validate: object at spec.config[1].opaque.parameters is invalid: ib.sigs.k8s.io: "
+        "IbConfig.mtu: invalid IB MTU value: 128, must be one of 256, 512, 1024, 2048, 4096")
+    assert bad["status"]["details"]["kind"] == "DeviceClass"
+    assert [c["field"] for c in bad["status"]["details"]["causes"]] == ["spec.config[1].opaque.parameters"]
+
+
+def test_device_class_shape_errors_and_unchanged_updates():
+    obj = device_class_object("v1", [])
+    obj["spec"]["config"] = {"opaque": ib()["opaque"]}
+    assert _answer(obj)["status"]["message"] == "spec.config: expected a list, got an object"
+    old = device_class_object("v1", [ib(pkey=0)])
+    relabeled = json.loads(json.dumps(old))
+    relabeled["metadata"]["labels"] = {"team": "a"}
+    assert _answer(relabeled, old=old, operation="UPDATE")["allowed"] is True
+    assert _answer(device_class_object("v1", [ib(pkey=0, mtu=512)]), old=old, operation="UPDATE")["allowed"] is False
 
 
 def test_delete_without_object_is_allowed():

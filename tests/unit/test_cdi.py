@@ -96,10 +96,12 @@ def _ib_inventory(build_host, pkeys=(0xFFFF, 0x8001)):
 
 def _ib_spec(inv, paths, configs):
     from sriovdra.model import IB_DRIVER
+    from sriovdra.host.discovery import pkey_reader
     from sriovdra.partition import check_device
 
     devices = [d for d in inv.dra_devices() if d.driver == IB_DRIVER][:len(configs)]
-    items = [cdi.SpecItem(d, c, False, i, check_device(inv, d, c.pkey))
+    read = pkey_reader(paths, lambda problem: None)
+    items = [cdi.SpecItem(d, c, False, i, check_device(inv, d, c.pkey, read))
              for i, (d, c) in enumerate(zip(devices, configs, strict=True))]
     return cdi.claim_spec(IB_DRIVER, "uid-9", items, inv, paths.dev_file).to_json()
 

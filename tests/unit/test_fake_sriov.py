@@ -263,3 +263,24 @@ def test_overrides_may_name_vfs_up_to_total(build_host):
 def test_new_knobs_are_strict(tmp_path, vfs, message):
     with pytest.raises(FakeHostError, match=message):
         fakehost.build({"pfs": [eth_pf(vfs=vfs)]}, str(tmp_path / "h"))
+
+
+def test_a_vf_binds_with_autoprobe_off_only_through_driver_override(build_host):
+    # pci_device_can_probe: a VF probes while its PF's sriov_drivers_autoprobe is on, or with driver_override
+    from sriovdra.host import sriov
+    from sriovdra.host.writer import sysfs_writer
+
+    _, paths = build_host({"pfs": [eth_pf(vfs={"total": 8, "count": 0})]})
+    write = sysfs_writer(paths)
+    pf = os.path.join(paths.sysfs, "bus/pci/devices/0000:3b:00.0")
+    write(os.path.join(pf, "sriov_drivers_autoprobe"), "0")
+    sriov.set_num_vfs(paths, "0000:3b:00.0", 1)
+    vf = "0000:3b:00.1"
+    with pytest.raises(OSError) as e:
+        write(os.path.join(paths.sysfs, "bus/pci/drivers/mlx5_core/bind"), vf)
+    assert e.value.errno == errno.ENODEV
+    write(os.path.join(paths.sysfs, "bus/pci/drivers_probe"), vf)  # silently nothing, like the kernel
+    assert pci.current_driver(paths, vf) is None
+    write(os.path.join(paths.sysfs, "bus/pci/devices", vf, "driver_override"), "mlx5_core")
+    write(os.path.join(paths.sysfs, "bus/pci/drivers/mlx5_core/bind"), vf)
+    assert pci.current_driver(paths, vf) == "mlx5_core"

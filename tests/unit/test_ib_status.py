@@ -57,14 +57,35 @@ def test_no_pkey_no_partition_condition_and_vfs_get_no_ib_data():
     assert "ib" not in _status_entry(SRIOV_DRIVER, vf)["data"]
 
 
-def _attached(dev: PreparedDevice, mtu: int, child: bool) -> PreparedDevice:
+def _attached(dev: PreparedDevice, mtu: int, child: bool, carrier: bool | None = True,
+              rdma: str | None = None) -> PreparedDevice:
     from sriovdra.checkpoint import Attachment
 
     dev.attachment = Attachment(pod="p", sandbox="s", netns="/x", pod_name="default/p", state=ATTACHED,
                                 if_name="net1", ifindex=9, mtu=mtu, original=None if child else {"name": "ib0"},
                                 ipoib_child={"parent": "ib0", "pkey": 0x8001, "name": "sdrv1", "ifindex": 9}
-                                if child else None)
+                                if child else None, carrier=carrier, rdma=rdma)
     return dev
+
+
+def test_netdev_mtu_is_unknown_until_the_broadcast_join_gives_carrier():
+    """A new P_Key child has no carrier until it joined the partition's broadcast group; the kernel
+    lowers its MTU only then: an MTU read before is not the answer."""
+    for carrier in (False, None):  # None: not read (a record of an older release)
+        cond = _conditions(_status_entry(IB_DRIVER, _attached(_ib_device({1: 0x8001}), 4092, True, carrier)))
+        mtu = cond["IPoIBMTUReady"]
+        assert (mtu["status"], mtu["reason"]) == ("Unknown", "AwaitingBroadcastJoin")
+        assert "no carrier yet" in mtu["message"] and "re-reads" in mtu["message"]
+
+
+def test_exclusive_rdma_netns_says_the_netdev_settings_are_not_applied():
+    dev = _ib_device({1: 0x8001})
+    dev.netdev = "ib0"
+    entry = _status_entry(IB_DRIVER, _attached(dev, 2044, child=False, rdma="mlx5_3"))
+    mtu = _conditions(entry)["IPoIBMTUReady"]
+    assert (mtu["status"], mtu["reason"]) == ("False", "ExclusiveRdmaNetns")
+    note = entry["data"]["ib"]["netdev"]["notApplied"]
+    assert "pkey and mtu not applied" in note and "mlx5_3" in note and "exclusive RDMA netns" in note
 
 
 def test_netdev_mtu_capped_by_the_broadcast_group_is_reported():

@@ -46,31 +46,6 @@ def test_invalid_requests_are_refused_before_sending(pkey, name):
         ipoib.child_request(1, name, 1, pkey)
 
 
-def _ack(seq: int, code: int, flags: int, text: str = "", echo: bytes = b"") -> bytes:
-    request = struct.pack("=IHHII", 16 + len(echo), ipoib.RTM_NEWLINK, 0x605, seq, 0) + echo
-    tlv = b""
-    if text:
-        raw = text.encode() + b"\0"
-        tlv = struct.pack("=HH", 4 + len(raw), ipoib.NLMSGERR_ATTR_MSG) + raw
-        tlv += b"\0" * (-len(tlv) % 4)
-        tlv += struct.pack("=HHI", 8, 2, 20)  # NLMSGERR_ATTR_OFFS: skipped
-    body = struct.pack("=i", -code) + request + b"\0" * (-len(request) % 4) + tlv
-    return struct.pack("=IHHII", 16 + len(body), ipoib.NLMSG_ERROR, flags, seq, 1234) + body
-
-
-def test_parse_ack_reads_success_errors_and_the_extended_ack_text():
-    assert ipoib.parse_ack(_ack(9, 0, ipoib.NLM_F_CAPPED), 9) == (0, "")
-    capped = _ack(9, errno.EOPNOTSUPP, ipoib.NLM_F_CAPPED | ipoib.NLM_F_ACK_TLVS, "Unknown device type")
-    assert ipoib.parse_ack(capped, 9) == (errno.EOPNOTSUPP, "Unknown device type")
-    # without NETLINK_CAP_ACK the kernel echoes the whole request before the TLVs
-    echoed = _ack(9, errno.ENODEV, ipoib.NLM_F_ACK_TLVS, "no parent", echo=b"\x01\x02\x03\x04\x05\x06")
-    assert ipoib.parse_ack(echoed, 9) == (errno.ENODEV, "no parent")
-    assert ipoib.parse_ack(_ack(8, 0, 0) + _ack(9, errno.EPERM, ipoib.NLM_F_CAPPED), 9) == (errno.EPERM, "")
-    assert ipoib.parse_ack(_ack(8, 0, ipoib.NLM_F_CAPPED), 9) is None  # not ours: keep reading
-    with pytest.raises(ipoib.IpoibMessageError):
-        ipoib.parse_ack(_ack(9, 0, ipoib.NLM_F_CAPPED)[:-8], 9)
-
-
 def test_netdev_mtu_is_the_ib_mtu_minus_the_ipoib_header():
     assert [ipoib.netdev_mtu(m) for m in (256, 2048, 4096)] == [252, 2044, 4092]
 
@@ -78,3 +53,16 @@ def test_netdev_mtu_is_the_ib_mtu_minus_the_ipoib_header():
 def test_hints_name_the_module():
     assert "is ib_ipoib loaded?" in ipoib.hint(errno.EOPNOTSUPP)
     assert "ib_ipoib" in ipoib.hint(errno.ENODEV) and "ib_ipoib" in ipoib.hint(errno.EPERM)
+
+
+def test_child_pkey_rule_is_the_configs_and_the_hints_say_what_the_kernel_does():
+    from sriovdra.config import ConfigError, decode_ib_config
+
+    for bad in (0x0000, 0x8000, 0x10000):  # one rule for the config and the message
+        with pytest.raises(ValueError) as child:
+            ipoib.child_request(1, "ib0.x", 3, bad)
+        with pytest.raises(ConfigError) as config:
+            decode_ib_config({"apiVersion": "ib.resource.sigs.k8s.io/v1alpha1", "kind": "IbConfig", "pkey": bad})
+        assert str(child.value) in str(config.value)
+    assert "0x8000" in ipoib.hint(errno.EINVAL)
+    assert "one child per P_Key" in ipoib.hint(errno.ENOTUNIQ)  # not "already has a child": rtnetlink may share

@@ -5,7 +5,7 @@ import os
 import pytest
 
 from sriovdra import fakehost, partition
-from sriovdra.host.discovery import discover
+from sriovdra.host.discovery import discover, pkey_reader, with_pkey_tables
 from tests.conftest import ib_pf
 
 GUID = "0x0c42a10300010002"
@@ -51,14 +51,24 @@ def test_discovery_reads_the_table_and_check_device_uses_it(build_host):
     inv = discover(paths)
     pf = next(d for d in inv.dra_devices() if d.pci_address == "0000:5e:00.0")
     port = partition.ib_port(inv, pf)
+    assert port.pkeys is None  # the rescan never reads P_Key tables (mlx5: a firmware query per entry)
+    reads: list[tuple] = []
+
+    def read(pci, rdma, number):
+        reads.append((pci, rdma, number))
+        return read_table(pci, rdma, number)
+
+    read_table = pkey_reader(paths, lambda p: pytest.fail(str(p)))
+    got = partition.check_device(inv, pf, 0x8001, read)
+    assert reads == [(pf.pci_address, pf.rdma_device, 1)]  # only the allocated port's table
+    assert (got.outcome, got.index, got.port, got.port_guid) == ("Member", 2, f"{pf.rdma_device}/1", GUID)
+    assert partition.check_device(inv, pf, 0x8002, read).outcome == "LimitedMembership"
+    assert partition.check_device(inv, pf, None, read) is None
+    vf = next(d for d in inv.dra_devices() if d.pci_address != pf.pci_address)
+    assert partition.check_device(inv, vf, 0x8001, read).index == 2  # a VF's port copies its PF's table here
+    with_pkey_tables(inv, paths)  # discover -o json|yaml
     assert port.pkeys == {0: 0xFFFF, 2: 0x8001, 3: 0x0002}  # the unused entry 1 (0x0000) is left out
     assert port.to_dict()["pkeys"][1] == {"index": 2, "pkey": "0x8001"}
-    got = partition.check_device(inv, pf, 0x8001)
-    assert (got.outcome, got.index, got.port, got.port_guid) == ("Member", 2, f"{pf.rdma_device}/1", GUID)
-    assert partition.check_device(inv, pf, 0x8002).outcome == "LimitedMembership"
-    assert partition.check_device(inv, pf, None) is None
-    vf = next(d for d in inv.dra_devices() if d.pci_address != pf.pci_address)
-    assert partition.check_device(inv, vf, 0x8001).index == 2  # a VF's port copies its PF's table here
     assert not inv.problems
 
 
@@ -69,12 +79,15 @@ def test_an_unreadable_table_is_unknown_not_empty(build_host):
     pkeys = os.path.join(paths.sysfs, "class/infiniband", dev.rdma_device, "ports/1/pkeys")
     with open(os.path.join(pkeys, "1"), "w") as f:
         f.write("garbage\n")
-    inv = discover(paths)
+    inv = with_pkey_tables(discover(paths), paths)
     assert partition.ib_port(inv, dev).pkeys is None
-    assert partition.check_device(inv, dev, 0x8001).outcome == "PKeyTableUnknown"
     assert any(p.path.endswith("pkeys/1") for p in inv.problems)
-    os.rename(pkeys, pkeys + ".gone")  # no table at all: unknown too, and no complaint (an old kernel)
+    problems = []
     inv = discover(paths)
+    assert partition.check_device(inv, dev, 0x8001, pkey_reader(paths, problems.append)).outcome == "PKeyTableUnknown"
+    assert any(p.path.endswith("pkeys/1") for p in problems)
+    os.rename(pkeys, pkeys + ".gone")  # no table at all: unknown too, and no complaint (an old kernel)
+    inv = with_pkey_tables(discover(paths), paths)
     assert partition.ib_port(inv, dev).pkeys is None and not inv.problems
 
 
@@ -83,7 +96,7 @@ def test_hidden_rdma_device_means_unknown(build_host):
                            "host": {"iommu": True}})
     inv = discover(paths)
     vf = next(d for d in inv.dra_devices() if d.rdma_device is None)
-    assert partition.check_device(inv, vf, 0x8001).outcome == "PKeyTableUnknown"
+    assert partition.check_device(inv, vf, 0x8001, pkey_reader(paths, print)).outcome == "PKeyTableUnknown"
 
 
 @pytest.mark.parametrize("pkeys", [["zz"], [0x10000], [True], "0xffff"])
@@ -94,5 +107,5 @@ def test_fake_host_pkeys_are_validated(tmp_path, pkeys):
 
 def test_default_fake_table_is_the_default_partition(build_host):
     _, paths = build_host({"pfs": [ib_pf(vfs={"count": 0})]})
-    inv = discover(paths)
+    inv = with_pkey_tables(discover(paths), paths)
     assert partition.ib_port(inv, inv.dra_devices()[0]).pkeys == {0: 0xFFFF}

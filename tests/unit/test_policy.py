@@ -166,6 +166,7 @@ def test_builtin_attributes_cannot_be_set(name):
     ("rack", 'needs a domain of your own, e.g. example.com/rack'),
     ("sriovnetwork.openshift.io/rack", "the domain sriovnetwork.openshift.io holds the driver's built-in"),
     ("ib.sigs.k8s.io/rack", "the domain ib.sigs.k8s.io holds the driver's built-in"),
+    ("resource.kubernetes.io/rack", "the domain resource.kubernetes.io is reserved for Kubernetes' standard"),
     ("Example.com/rack", "domain must be a DNS subdomain"),
     ("example.com/1rack", "name must be a C identifier"),
     ("example.com/" + "r" * 33, "name must be a C identifier of at most 32 characters"),

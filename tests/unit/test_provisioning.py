@@ -124,8 +124,8 @@ def host(build_host):
     return build_host(HOST)[1]
 
 
-def _plan(paths, obj, holders=(), problems=(), force=False):
-    return plan(discover(paths), parse_config(obj), list(holders), list(problems), force=force)
+def _plan(paths, obj, holders=(), problems=None, force=False):
+    return plan(discover(paths), parse_config(obj), list(holders), problems or {}, force=force)
 
 
 def test_first_matching_entry_wins_and_unmatched_entries_are_reported(host):
@@ -146,7 +146,7 @@ def test_actions_max_and_too_many(host):
     assert p.errors == [f"pfs[2]: {IB} (ibp94s0): 9 VFs asked, sriov_totalvfs is 8 (numVFs: max takes all it has)"]
     resize = _plan(host, {"pfs": [{"pf": ETH, "numVFs": 4}]})
     assert resize.pfs[0].action == RESIZED
-    clamped = plan(discover(host), serve_config(100), [], [])
+    clamped = plan(discover(host), serve_config(100), [], {})
     assert [(x.address, x.wanted) for x in clamped.pfs] == [(ETH, 8), (IB, 8), ("0000:af:00.0", 64)]
     assert clamped.errors == []
 
@@ -167,9 +167,12 @@ def test_a_pf_whose_vfs_a_claim_holds_is_refused_unless_forced(host):
         "(0000:3b:00.3) by claim default/c1 uid uid-1 [prepared] (`sriovdra provision --force` changes it anyway)"]
     assert [x.action for x in _plan(host, obj, held, force=True).pfs] == [RESIZED, CREATED]
     assert _plan(host, {"pfs": [{"pf": ETH, "numVFs": 2}]}, held).pfs[0].action == UNCHANGED  # no change: no harm
-    corrupt = _plan(host, obj, problems=["x.json: checksum mismatch"])
-    assert [x.action for x in corrupt.pfs] == [REFUSED, REFUSED]
-    assert "cannot be read to tell whether claims hold them: x.json: checksum mismatch" in corrupt.pfs[1].problems[0]
+    # an unreadable checkpoint matters only for a PF that has VFs, and only that of the driver publishing them
+    corrupt = _plan(host, obj, problems={SRIOV_DRIVER: ["x.json: checksum mismatch"]})
+    assert [x.action for x in corrupt.pfs] == [REFUSED, CREATED]
+    assert "cannot be read to tell whether claims hold them: x.json: checksum mismatch" in corrupt.pfs[0].problems[0]
+    other = _plan(host, obj, problems={IB_DRIVER: ["y.json: checksum mismatch"]})
+    assert [x.action for x in other.pfs] == [RESIZED, CREATED]
 
 
 def test_guid_plan_for_ib_pfs_only(host):
@@ -181,16 +184,21 @@ def test_guid_plan_for_ib_pfs_only(host):
     assert none.pfs[0].guids is None and none.pfs[0].guid_plan == {}
 
 
-def test_a_pf_without_a_guid_fails_at_planning_and_is_not_touched(build_host):
+def test_a_pf_without_a_guid_gets_its_vfs_and_fails_on_the_guids(build_host, tmp_path):
     _, paths = build_host({"pfs": [ib_pf(guid="0000:0000:0000:0000", vfs={"total": 8, "count": 0})]})
-    p = plan(discover(paths), parse_config({"pfs": [{"pf": IB, "numVFs": 2}]}), [], [])
-    assert p.pfs[0].action == FAILED
-    assert p.pfs[0].problems[0].startswith("VF GUIDs: no readable non-zero node GUID")
-    report = provision(paths, parse_config({"pfs": [{"pf": IB, "numVFs": 2}]}), Options(state_dir="/nonexistent"))
-    assert (report.pfs[0].action, report.pfs[0].after) == (FAILED, 0)
+    p = plan(discover(paths), parse_config({"pfs": [{"pf": IB, "numVFs": 2}]}), [], {})
+    assert p.pfs[0].action == CREATED and p.pfs[0].guid_plan == {}
+    assert p.pfs[0].guid_problem.startswith("VF GUIDs: no readable non-zero node GUID")
+    dry = provision(paths, parse_config({"pfs": [{"pf": IB, "numVFs": 2}]}), Options(state_dir=str(tmp_path),
+                                                                                   dry_run=True))
+    assert dry.pfs[0].action == FAILED and dry.failed
+    report = provision(paths, parse_config({"pfs": [{"pf": IB, "numVFs": 2}]}), Options(state_dir=str(tmp_path)))
+    assert (report.pfs[0].action, report.pfs[0].after) == (FAILED, 2)  # the count changed, the GUID step did not run
+    assert report.pfs[0].problems[0].startswith("VF GUIDs: no readable non-zero node GUID")
+    assert [v["guidAction"] for v in report.pfs[0].vfs] == [None, None]
     ranged_cfg = {"pfs": [{"pf": IB, "numVFs": 2, "guids": {"start": "0200:0000:0000:0010"}}]}
-    ranged = provision(paths, parse_config(ranged_cfg), Options(state_dir="/nonexistent"))
-    assert ranged.pfs[0].action == CREATED
+    ranged = provision(paths, parse_config(ranged_cfg), Options(state_dir=str(tmp_path)))
+    assert ranged.pfs[0].action == UNCHANGED  # the count is there: only the GUIDs
     assert [v["nodeGUID"] for v in ranged.pfs[0].vfs] == ["0200:0000:0000:0010", "0200:0000:0000:0011"]
 
 
@@ -212,8 +220,7 @@ def _writes(monkeypatch) -> list[tuple[str, str]]:
 
 def test_the_sequence_goes_through_zero_and_writes_nothing_when_done(host, monkeypatch):
     writes = _writes(monkeypatch)
-    before = sriov.set_num_vfs(host, ETH, 4, autoprobe=True)
-    assert before == sriov.SriovState(total=8, numvfs=2, autoprobe=True)
+    sriov.set_num_vfs(host, ETH, 4, autoprobe=True)
     assert writes == [("sriov_numvfs", "0"), ("sriov_numvfs", "4")]  # autoprobe already on: not written
     writes.clear()
     sriov.set_num_vfs(host, ETH, 4)
@@ -253,7 +260,7 @@ def test_waiting_names_what_is_missing_on_timeout(build_host):
     assert expect == sriov.Expect(driver=True, netdev=True, rdma=True)
     with pytest.raises(sriov.SriovError) as e:
         sriov.wait_ready(paths, ETH, 2, expect, 0.05, netdev="ens1f0")
-    assert str(e.value) == (f"{ETH} ens1f0: 2/2 PCI, 0/2 bound, 0/2 netdev, 0/2 RDMA: VFs not ready after 0.05s "
+    assert str(e.value) == (f"{ETH} ens1f0: 2/2 PCI, 0/2 bound: VFs not ready after 0.05s "
                             "(VF 0 0000:3b:00.1: no driver; VF 1 0000:3b:00.2: no driver)")
     off = sriov.expectation(paths, ETH, False)
     assert str(sriov.wait_ready(paths, ETH, 2, off, 0.05)) == f"{ETH}: 2/2 PCI"
@@ -324,13 +331,19 @@ def test_claims_refuse_a_change_and_a_rerun_changes_nothing(build_host, tmp_path
     assert [(p.action, p.after) for p in forced.pfs] == [(RESIZED, 4), (UNCHANGED, 2)]
 
 
-def test_a_corrupt_checkpoint_refuses_changes(build_host, tmp_path):
+def test_a_corrupt_checkpoint_refuses_changes_to_pfs_with_vfs_it_publishes(build_host, tmp_path):
     _, paths = build_host(HOST)
-    with open(tmp_path / f"{IB_DRIVER}.checkpoint.json", "w") as f:
+    with open(tmp_path / f"{SRIOV_DRIVER}.checkpoint.json", "w") as f:
         f.write("{not json")
-    report = provision(paths, parse_config({"pfs": [{"pf": IB, "numVFs": 2}]}), Options(state_dir=str(tmp_path)))
-    assert report.pfs[0].action == REFUSED and report.checkpoint_problems[0].startswith(str(tmp_path))
-    assert os.path.exists(tmp_path / f"{IB_DRIVER}.checkpoint.json")  # read only: left where it is
+    cfg = parse_config({"pfs": [{"pf": ETH, "numVFs": 4}, {"pf": IB, "numVFs": 2}, {"pf": "ens5f0", "numVFs": 2}]})
+    report = provision(paths, cfg, Options(state_dir=str(tmp_path)))
+    # ETH has VFs its checkpoint would tell about: refused; IB and ens5f0 have none: nothing a claim could hold
+    assert [(p.action, p.after) for p in report.pfs] == [(REFUSED, 2), (CREATED, 2), (CREATED, 2)]
+    assert report.checkpoint_problems[0].startswith(str(tmp_path))
+    assert os.path.exists(tmp_path / f"{SRIOV_DRIVER}.checkpoint.json")  # read only: left where it is
+    os.rename(tmp_path / f"{SRIOV_DRIVER}.checkpoint.json", tmp_path / f"{IB_DRIVER}.checkpoint.json")
+    other = provision(paths, parse_config({"pfs": [{"pf": ETH, "numVFs": 4}]}), Options(state_dir=str(tmp_path)))
+    assert (other.pfs[0].action, other.pfs[0].after) == (RESIZED, 4)  # another driver's checkpoint: no matter
 
 
 def test_dry_run_changes_nothing(build_host, tmp_path):
@@ -360,3 +373,129 @@ def test_autoprobe_off_from_the_config(build_host, tmp_path):
     assert [(v["driver"], v["netdev"]) for v in report.pfs[0].vfs] == [(None, None)] * 2
     with open(os.path.join(paths.sysfs, "bus/pci/devices/0000:af:00.0/sriov_drivers_autoprobe")) as f:
         assert f.read().strip() == "0"
+
+
+# --- review fixes ------------------------------------------------------------------------------------
+
+
+def test_a_claim_made_while_provision_waits_for_the_host_lock_refuses_the_change(build_host, tmp_path, monkeypatch):
+    import fcntl
+    import threading
+
+    from sriovdra import provisioner
+    from sriovdra.host.hostlock import host_lock_path
+
+    _, paths = build_host(HOST)
+    cfg = parse_config({"pfs": [{"pf": ETH, "numVFs": 4}]})
+    planned = threading.Event()
+    real_plan = provisioner.plan
+    monkeypatch.setattr(provisioner, "plan", lambda *a, **kw: (real_plan(*a, **kw), planned.set())[0])
+    with open(host_lock_path(str(tmp_path)), "a") as serve:  # serve in the middle of a prepare
+        fcntl.flock(serve, fcntl.LOCK_EX)
+        result = {}
+        opts = Options(state_dir=str(tmp_path))
+        worker = threading.Thread(target=lambda: result.update(r=provision(paths, cfg, opts)))
+        worker.start()
+        planned.wait()  # planned with nothing held; the write waits for the lock we hold
+        _claim_on(str(tmp_path), "0000:3b:00.2", "vf-0000-3b-00-2")
+        fcntl.flock(serve, fcntl.LOCK_UN)
+        worker.join()
+    report = result["r"]
+    assert (report.pfs[0].action, report.pfs[0].after) == (REFUSED, 2)
+    assert "claims hold some: vf-0000-3b-00-2 (0000:3b:00.2) by claim default/c1" in report.pfs[0].problems[0]
+
+
+def test_serves_claim_operations_hold_the_host_lock(tmp_path):
+    import fcntl
+
+    from sriovdra.driver.core import Driver, DriverSettings
+    from sriovdra.host.hostlock import host_lock_path
+    from sriovdra.host.paths import HostPaths
+
+    settings = DriverSettings(driver=SRIOV_DRIVER, pool="n", cdi_dir=str(tmp_path / "cdi"),
+                              checkpoint_path=str(tmp_path / f"{SRIOV_DRIVER}.checkpoint.json"),
+                              paths=HostPaths.resolve(str(tmp_path)))
+    driver = Driver(settings, inventory=lambda: None, claims=None)
+
+    def free() -> bool:
+        with open(host_lock_path(str(tmp_path)), "a") as other:
+            try:
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            fcntl.flock(other, fcntl.LOCK_UN)
+            return True
+
+    with driver.serialized():
+        with driver.serialized():  # re-entrant
+            assert not free()
+        assert not free()
+    assert free()
+
+
+def test_a_vfio_bound_vf_refuses_a_count_change_unless_forced(build_host, tmp_path):
+    _, paths = build_host({"host": {"modules": ["vfio_pci"]},
+                           "pfs": [eth_pf(vfs={"total": 8, "count": 2, "offset": 2,
+                                               "overrides": {1: {"driver": "vfio-pci"}}})]})
+    cfg = parse_config({"pfs": [{"pf": ETH, "numVFs": 0}]})
+    report = provision(paths, cfg, Options(state_dir=str(tmp_path)))
+    assert (report.pfs[0].action, report.pfs[0].after) == (REFUSED, 2) and report.refused
+    assert "VFs 0000:3b:00.3 are bound to vfio-pci: writing 0 to sriov_numvfs blocks" in report.pfs[0].problems[0]
+    forced = provision(paths, cfg, Options(state_dir=str(tmp_path), force=True))
+    assert (forced.pfs[0].action, forced.pfs[0].after) == (REMOVED, 0)
+
+
+def test_only_drivers_known_to_make_rdma_devices_are_waited_for(build_host):
+    # an ice PF has irdma; its iavf VFs get netdevs but no RDMA device
+    _, paths = build_host({"pfs": [eth_pf(vendor="8086", device="159b", driver="ice", rdma=True,
+                                          vfs={"total": 8, "count": 0, "driver": "iavf", "rdma": False})]})
+    sriov.set_num_vfs(paths, ETH, 2)
+    done = sriov.wait_ready(paths, ETH, 2, sriov.expectation(paths, ETH, None), 5)
+    assert str(done) == f"{ETH}: 2/2 PCI, 2/2 bound, 2/2 netdev"
+
+
+def test_a_short_enable_is_an_error_naming_both_numbers(build_host, monkeypatch):
+    _, paths = build_host({"pfs": [eth_pf(vfs={"total": 8, "count": 2, "enableLimit": 3})]})
+    with pytest.raises(sriov.SriovError) as e:
+        sriov.set_num_vfs(paths, ETH, 6)
+    assert str(e.value).startswith(f"{ETH}: wrote 6 to sriov_numvfs, the kernel enabled 3: ")
+    assert str(e.value).endswith("; rolled back to 2 VFs")
+    assert sriov.read_state(paths, ETH).numvfs == 2
+
+
+def test_rollback_tries_every_step_on_its_own(build_host, monkeypatch):
+    _, paths = build_host({"pfs": [eth_pf(vfs={"total": 8, "count": 2, "enableError": {"errno": "EIO", "above": 2}})]})
+    original = fakehost.FakeKernel.write
+    calls = []
+
+    def failing(self, path, value):
+        calls.append((os.path.basename(path), value))
+        if os.path.basename(path) == "sriov_drivers_autoprobe" and value == "1":
+            raise OSError(errno.EPERM, os.strerror(errno.EPERM))
+        return original(self, path, value)
+
+    monkeypatch.setattr(fakehost.FakeKernel, "write", failing)
+    with pytest.raises(sriov.SriovError) as e:
+        sriov.set_num_vfs(paths, ETH, 4, autoprobe=False)
+    assert "; putting sriov_drivers_autoprobe back to 1 failed too: " in str(e.value)
+    assert str(e.value).endswith(", rolled back to 2 VFs")
+    assert calls[-1] == ("sriov_numvfs", "2") and sriov.read_state(paths, ETH).numvfs == 2
+
+
+def test_dry_run_sees_guid_drift_exactly(build_host, tmp_path):
+    _, paths = build_host({"pfs": [ib_pf(vfs={"total": 8, "count": 2, "guids": "zero"})]})
+    cfg = parse_config({"pfs": [{"pf": IB, "numVFs": 2}]})
+    dry = Options(state_dir=str(tmp_path), dry_run=True)
+    assert provision(paths, cfg, dry).pfs[0].action == DRY_RUN  # zero GUIDs: the GUID step would set them
+    assert provision(paths, cfg, Options(state_dir=str(tmp_path))).pfs[0].action == UNCHANGED
+    assert provision(paths, cfg, dry).pfs[0].action == UNCHANGED  # they are there now: nothing to do
+
+
+def test_a_range_block_is_fixed_by_the_node_not_by_first_match(build_host):
+    _, paths = build_host({"pfs": [ib_pf(vfs={"total": 8, "count": 0}),
+                                   ib_pf("0000:86:00.0", netdev="ibp134s0", guid="0c42:a103:0001:0003",
+                                         vfs={"total": 8, "count": 0})]})
+    start = "0200:0000:0000:0100"
+    both = {"match": {"linkTypes": ["infiniband"]}, "numVFs": 2, "guids": {"start": start}}
+    alone = _plan(paths, {"pfs": [{"pf": IB, "numVFs": 2, "guids": "none"}, both]})
+    assert alone.pfs[1].guid_plan == {0: 0x0200_0000_0000_0108, 1: 0x0200_0000_0000_0109}  # after IB's 8

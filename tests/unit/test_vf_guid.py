@@ -100,7 +100,24 @@ def test_range_end_and_overlaps_are_errors():
     overlap = assign([GuidRequest("0000:3b:00.0", _range(0x100), None, 16, 4),
                       GuidRequest("0000:86:00.0", _range(0x102), None, 16, 4)])
     assert list(overlap.guids) == ["0000:3b:00.0"]
-    assert overlap.errors["0000:86:00.0"] == "its GUIDs overlap 0000:3b:00.0's (overlapping GUID ranges)"
+    assert overlap.errors["0000:86:00.0"] == ("its GUID block 0000:0000:0000:0102..0000:0000:0000:0111 overlaps the "
+                                              "GUIDs of 0000:3b:00.0 (overlapping GUID ranges)")
+    # whole blocks count: 3b's block of 16 reaches 0x10f, 86's range starts there, though 3b has 1 VF now
+    block = assign([GuidRequest("0000:3b:00.0", _range(0x100), None, 16, 1),
+                    GuidRequest("0000:86:00.0", _range(0x10F), None, 16, 1)])
+    assert list(block.guids) == ["0000:3b:00.0"]
+    assert "overlaps the GUIDs of 0000:3b:00.0" in block.errors["0000:86:00.0"]
+    # a range over derived GUIDs of another PF
+    mixed = assign([GuidRequest("0000:3b:00.0", GuidPolicy(DERIVED), 0x0C42_A103_0065_8F2A, 8, 1),
+                    GuidRequest("0000:86:00.0", _range(0x0200_0803_0065_8F2A), None, 4, 1)])
+    assert "0000:3b:00.0" in mixed.guids and "0000:3b:00.0" in mixed.errors["0000:86:00.0"]
+
+
+def test_a_pfs_block_does_not_depend_on_what_a_run_selects():
+    r = _range(0x1000)
+    occupants = {(0x1000, None): [("0000:3b:00.0", 16), ("0000:86:00.0", 8)]}
+    alone = assign([GuidRequest("0000:86:00.0", r, None, 8, 2)], occupants)
+    assert alone.guids["0000:86:00.0"] == {0: 0x1010, 1: 0x1011}  # after 3b's 16, though 3b is not in this run
 
 
 def test_derived_needs_a_pf_guid_and_distinct_low_bits():
@@ -149,8 +166,7 @@ def private_netns(tmp_path):
 
 def _live(fd: int, netdev: str) -> vfguid.VfGuidError:
     def attempt() -> None:
-        with vfguid.RouteNetlink() as nl:
-            nl.set_vf_guid(netdev, 0, vfguid.NODE, 0x0200_0100_0000_0001)
+        vfguid.set_vf_guid(netdev, 0, vfguid.NODE, 0x0200_0100_0000_0001)
 
     with pytest.raises(vfguid.VfGuidError) as e:
         netns.call_in(fd, attempt)
@@ -160,7 +176,7 @@ def _live(fd: int, netdev: str) -> vfguid.VfGuidError:
 def test_the_live_kernel_refuses_a_netdev_that_is_not_ipoib(private_netns):
     e = _live(private_netns, "lo")
     assert e.errno == errno.EOPNOTSUPP
-    assert str(e).startswith("lo VF 0: set node GUID 02:00:01:00:00:00:00:01: kernel replied")
+    assert str(e).startswith("lo VF 0: set node GUID 02:00:01:00:00:00:00:01: ")
     assert "(EOPNOTSUPP): the netdev is not an IPoIB netdev" in str(e)
 
 
@@ -214,7 +230,7 @@ def test_a_vfio_vf_gets_its_guid_at_its_next_network_bind(ib):
 def test_held_vfs_are_left_alone_and_one_failure_stops_no_other(ib):
     before = _guids(ib, VF0)
     results = vfguid.assign(ib, IB_PF, "ibp94s0", {0: 0x0200_0100_0000_0001, 1: 0x0200_0200_0000_0001,
-                                                   5: 0x0200_0600_0000_0001}, held=frozenset({VF0}))
+                                                   5: 0x0200_0600_0000_0001}, held=lambda a: a == VF0)
     assert [r.action for r in results] == [vfguid.SKIPPED, vfguid.REBOUND, vfguid.FAILED]
     assert results[2].message == f"{IB_PF} VF 5: no such VF"
     assert _guids(ib, VF0) == before
@@ -231,3 +247,47 @@ def test_rebind_of_an_unbound_function_says_so(ib):
     pci.restore(ib, VF0, None)
     with pytest.raises(pci.PciBindError, match=f"^{VF0}: rebind: not bound to any driver$"):
         pci.rebind(ib, VF0)
+
+
+# --- review fixes ------------------------------------------------------------------------------------
+
+
+def test_a_vf_left_unbound_by_an_interrupted_rebind_is_bound_again(ib):
+    from sriovdra.host import pci
+    from sriovdra.host.writer import sysfs_writer
+
+    plan = {0: 0x0200_0100_0000_0001}
+    vfguid.assign(ib, IB_PF, "ibp94s0", plan)
+    write = sysfs_writer(ib)
+    dev = os.path.join(ib.sysfs, "bus/pci/devices", VF0)
+    write(os.path.join(dev, "driver_override"), "mlx5_core")  # rebind's first steps, then the crash
+    write(os.path.join(dev, "driver", "unbind"), VF0)
+    assert pci.current_driver(ib, VF0) is None
+    [result] = vfguid.assign(ib, IB_PF, "ibp94s0", plan)
+    assert (result.action, pci.current_driver(ib, VF0)) == (vfguid.REBOUND, "mlx5_core")
+    assert _guids(ib, VF0)[0] == "0200:0100:0000:0001"
+
+
+def test_rebind_puts_back_a_driver_override_it_found(ib):
+    from sriovdra.host import pci
+    from sriovdra.host.writer import sysfs_writer
+
+    sysfs_writer(ib)(os.path.join(ib.sysfs, "bus/pci/devices", VF1, "driver_override"), "mlx5_core")
+    assert pci.rebind(ib, VF1) == "mlx5_core"
+    assert pci.override(ib, VF1) == "mlx5_core"
+    pci.rebind(ib, VF0)
+    assert pci.override(ib, VF0) is None
+
+
+def test_rtnl_ack_carries_errno_and_extended_ack_text():
+    import struct
+
+    from sriovdra.host import rtnl
+
+    attr = struct.pack("=HH", 4 + 12, 1) + b"bad VF index"
+    payload = struct.pack("=i", -errno.EINVAL) + struct.pack("=IHHII", 16, 19, 5, 7, 0) + attr
+    msg = struct.pack("=IHHII", 16 + len(payload), 2, rtnl.NLM_F_CAPPED | rtnl.NLM_F_ACK_TLVS, 7, 0) + payload
+    assert rtnl._ack(msg, 7) == (errno.EINVAL, "bad VF index")
+    assert rtnl._ack(msg, 8) is None
+    ok = struct.pack("=IHHII", 36, 2, rtnl.NLM_F_CAPPED, 7, 0) + struct.pack("=i", 0) + bytes(16)
+    assert rtnl._ack(ok, 7) == (0, "")

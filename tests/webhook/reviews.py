@@ -16,7 +16,8 @@ from tests.support.claims import IB_CLASS, SEED_IB_CONFIG, VF_CLASS, vf_config
 SEEDS = REPO / "tests" / "data" / "seeds"
 VERSIONS = ("v1", "v1beta1", "v1beta2")
 KINDS = ("ResourceClaim", "ResourceClaimTemplate")
-RESOURCES = {"ResourceClaim": "resourceclaims", "ResourceClaimTemplate": "resourceclaimtemplates"}
+RESOURCES = {"ResourceClaim": "resourceclaims", "ResourceClaimTemplate": "resourceclaimtemplates",
+             "DeviceClass": "deviceclasses"}
 
 
 def seed(name: str) -> dict:
@@ -60,6 +61,16 @@ def claim_object(kind: str, version: str, configs: list[dict], name: str = "c1",
     return obj
 
 
+def device_class_object(version: str, configs: list[dict], name: str = IB_CLASS,
+                        driver: str = IB_DRIVER) -> dict:
+    """A DeviceClass (cluster-scoped) selecting `driver`'s devices; its configs at spec.config."""
+    spec: dict = {"selectors": [{"cel": {"expression": f'device.driver == "{driver}"'}}]}
+    if configs:
+        spec["config"] = configs
+    return {"apiVersion": f"resource.k8s.io/{version}", "kind": "DeviceClass", "metadata": {"name": name},
+            "spec": spec}
+
+
 def review(obj: dict | None, *, operation: str = "CREATE", old: dict | None = None, kind: str | None = None,
            group: str | None = None, version: str | None = None, uid: str | None = None) -> dict:
     """The AdmissionReview the API server sends for `obj` (its apiVersion/kind give request.kind)."""
@@ -82,5 +93,6 @@ def body(obj: dict | None, **kw) -> bytes:
     return json.dumps(review(obj, **kw)).encode()
 
 
-__all__ = ["IB_CLASS", "IB_DRIVER", "SRIOV_DRIVER", "VF_CLASS", "body", "claim_object", "ib", "ib_config",
+__all__ = ["IB_CLASS", "IB_DRIVER", "SRIOV_DRIVER", "VF_CLASS", "body", "claim_object", "device_class_object", "ib",
+           "ib_config",
            "opaque", "review", "seed", "vf"]

@@ -3,7 +3,9 @@ per-connection timeouts, and stop() draining requests in flight while hanging up
 
 import http.client
 import json
+import select
 import socket
+import ssl
 import threading
 
 import pytest
@@ -150,3 +152,79 @@ def test_a_bug_in_review_costs_one_request(serve, pki):
         resp = conn.getresponse()
         resp.read()
         assert resp.status == expected
+
+
+# -- slow clients: a deadline per request, not only per socket operation -----------------
+
+# A byte every TRICKLE_IO_TIMEOUT / 4: well within the timeout even on a busy machine, so only
+# the deadline can end the request.
+TRICKLE_IO_TIMEOUT = 1.0
+TRICKLE_DEADLINE = 2.0
+TRICKLE_MAX_BYTES = 300  # far beyond what the deadline lets through; reaching it means it never hung up
+
+
+def _client_hello(pki) -> bytes:
+    """The first flight of a TLS client, to be sent byte by byte over a plain socket."""
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = client_context(pki.ca.cert).wrap_bio(incoming, outgoing, server_hostname="127.0.0.1")
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.do_handshake()
+    return outgoing.read()
+
+
+def _hung_up(sock) -> bool:
+    """Whether the server closed `sock`, waiting TRICKLE_IO_TIMEOUT / 4 to see."""
+    if not select.select([sock], [], [], TRICKLE_IO_TIMEOUT / 4)[0]:
+        return False
+    sock.setblocking(False)  # readable may be only a TLS 1.3 session ticket: no data is no hang-up
+    try:
+        return sock.recv(1) == b""
+    except (ssl.SSLWantReadError, BlockingIOError):
+        return False
+    finally:
+        sock.settimeout(60)
+
+
+def _trickle(sock, data: bytes) -> None:
+    """Send `data` one byte every TRICKLE_IO_TIMEOUT / 4 until the server hangs up."""
+    for byte in data[:TRICKLE_MAX_BYTES]:
+        try:
+            sock.sendall(bytes([byte]))
+            if _hung_up(sock):
+                return
+        except (ConnectionError, ssl.SSLError):
+            return
+    raise AssertionError(f"the server still waits for the request after {TRICKLE_MAX_BYTES} slow bytes")
+
+
+@pytest.mark.parametrize("phase", ["handshake", "headers", "body", "kept-alive headers"])
+def test_a_client_trickling_bytes_is_hung_up_on_at_the_request_deadline(serve, pki, phase):
+    # One slot: while the trickler holds it nobody else is served, so being served again below
+    # shows that the server hung up on it (rather than the client giving up).
+    server = serve(max_connections=1, io_timeout=TRICKLE_IO_TIMEOUT, request_deadline=TRICKLE_DEADLINE)
+    raw = socket.create_connection(("127.0.0.1", server.port), timeout=60)
+    if phase == "handshake":
+        _trickle(raw, _client_hello(pki))
+    else:
+        conn = client_context(pki.ca.cert).wrap_socket(raw, server_hostname="127.0.0.1")
+        payload = body(claim_object("ResourceClaim", "v1", [ib()]))
+        head = (f"POST /validate HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(payload)}\r\n\r\n").encode()
+        if phase == "kept-alive headers":  # a first request in time, then the next one trickled
+            conn.sendall(head + payload)
+            assert conn.makefile("rb").readline().startswith(b"HTTP/1.1 200")
+        if phase == "body":
+            conn.sendall(head)
+            _trickle(conn, payload)
+        else:
+            _trickle(conn, head * 4)
+        conn.close()
+    raw.close()
+    wait(lambda: _try_readyz(server, pki) == 200, what="the slot held by the trickling client to be free")
+
+
+def test_the_request_deadline_spares_a_client_that_is_merely_idle_between_requests(serve, pki):
+    server = serve(io_timeout=BIG, request_deadline=BIG)
+    conn = _conn(server, pki)
+    for _ in range(3):  # a fresh deadline for each request on the kept-alive connection
+        assert _readyz(server, pki, conn) == 200

@@ -10,7 +10,18 @@ import warnings
 import pytest
 
 from tests.webhook.conftest import client_context, run_webhook
-from tests.webhook.reviews import KINDS, VERSIONS, VF_CLASS, body, claim_object, ib, opaque, seed, vf
+from tests.webhook.reviews import (
+    KINDS,
+    VERSIONS,
+    VF_CLASS,
+    body,
+    claim_object,
+    device_class_object,
+    ib,
+    opaque,
+    seed,
+    vf,
+)
 
 
 def _response(hook, obj, **kw) -> dict:
@@ -70,6 +81,14 @@ def test_seed_manifests_accepted_and_other_drivers_ignored(webhook):
     assert _response(webhook, claim_object("ResourceClaim", "v1", seed("ib-config.yaml")["config"]))["allowed"]
     other = claim_object("ResourceClaim", "v1beta1", [opaque("gpu.example.com", {"pkey": 0}), ib()])
     assert _response(webhook, other)["allowed"] is True
+
+
+def test_device_classes_configs_are_validated(webhook):
+    assert _response(webhook, device_class_object("v1", [ib()]))["allowed"] is True
+    denied = _response(webhook, device_class_object("v1beta2", [ib(pkey=0)]))
+    assert denied["status"]["message"].startswith("1 configs failed to validate: object at spec.config[0].opaque."
+                                                  "parameters is invalid: ib.sigs.k8s.io: IbConfig.pkey: pkey must "
+                                                  "be in range")
 
 
 def test_several_failing_configs_are_counted(webhook):
