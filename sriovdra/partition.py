@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from sriovdra.guid import guid_of_gid
 from sriovdra.model import DraDevice, IbPort, Inventory
 
 FULL_MEMBER = 0x8000
@@ -142,6 +143,7 @@ def check_device(inv: Inventory, dev: DraDevice, pkey: int | None, read_table: P
     return resolve(pkey, table, name, _guid_of(port.gid0) if port.gid0 else None)
 
 
-def _guid_of(gid: str) -> str:
+def _guid_of(gid: str) -> str | None:
     """fe80:0000:0000:0000:0c42:a103:0065:8f2a -> 0x0c42a10300658f2a (the GUID form OpenSM and UFM take)."""
-    return "0x" + gid.replace(":", "")[-16:]
+    guid = guid_of_gid(gid)
+    return None if guid is None else f"0x{guid:016x}"
