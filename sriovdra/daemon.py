@@ -90,8 +90,10 @@ class _Plugin:
         self.server.start()
 
     def update(self, inv: Inventory) -> None:
-        self.slices.set_devices(self.driver.published(inv))
-        self.board.update(device_health(inv, self.driver.s.driver))
+        published = self.driver.published(inv)
+        self.slices.set_devices(published)
+        names = {d.name for d in published}  # the health of a device the policy withholds is nobody's business
+        self.board.update([h for h in device_health(inv, self.driver.s.driver) if h.device in names])
 
     def stop(self) -> None:
         self.server.stop()

@@ -61,6 +61,8 @@ def test_policy_edits_reach_the_slices_without_a_restart(make_node, tmp_path):
     replace(path, policy_yaml("{match: {linkTypes: [infiniband], roles: [VF]}, action: include}"))
     wait(lambda: published(node, SRIOV_DRIVER) == {} and sorted(published(node, IB_DRIVER)) == IB[1:],
          timeout=RELOAD, what="only the IB VFs published")
+    [health] = node.kubelet.health(node.plugins()[IB_DRIVER], "v1")
+    assert sorted(d.device.device_name for d in health.devices) == IB[1:]  # the health stream follows the policy
     before = {d: published(node, d) for d in (SRIOV_DRIVER, IB_DRIVER)}
     # an invalid edit: logged naming the field, the last good policy stays
     replace(path, policy_yaml('{match: {numaNodes: ["0"]}, action: include}'))
