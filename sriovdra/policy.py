@@ -114,6 +114,10 @@ class DevicePolicy:
             out.append(self._decide(dev, facts[dev.pci_address]))
         return out
 
+    def decide_device(self, inv: Inventory, dev: DraDevice) -> Decision:
+        """The decision for one device (prepare: deciding the whole node per claim costs ~10 ms on 1024 VFs)."""
+        return self._decide(dev, Facts.of(inv, inv.function(dev.pci_address)))
+
     def check(self, inv: Inventory) -> None:
         """Raise PolicyError when applying the policy to this inventory breaks an API limit."""
         problems = [d.problem for d in self.decide(inv) if d.problem]

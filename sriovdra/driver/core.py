@@ -236,13 +236,14 @@ class Driver:
         stale = self.records.pop(ref.uid, None)
         if stale is not None:  # an interrupted earlier attempt, or a claim allocated anew
             self._undo(stale)
-        decisions = self._decisions(inv)
-        by_name = {name: d.device for name, d in decisions.items()}
+        by_name = {d.name: d for d in inv.dra_devices() if d.driver == self.s.driver}
+        policy = self.policy()
         base = self._ib_index_base(alloc, call_indexes) if self.s.driver == IB_DRIVER else None
         planned: list[tuple[PreparedDevice, DraDevice, VfConfig | IbConfig]] = []
         for i, result in enumerate(alloc.results):
-            dev = self._device_for(alloc, result, by_name)
-            _check_policy(alloc, result, decisions[dev.name])
+            decision = policy.decide_device(inv, self._device_for(alloc, result, by_name))
+            _check_policy(alloc, result, decision)
+            dev = decision.device  # with the policy's attributes: what the slice shows while it is prepared
             config = config_for(alloc, result.request)
             p = self._plan(ref, result, dev, config, None if base is None else base + i)
             if isinstance(config, IbConfig):  # the P_Key table says now whether the partition is there
@@ -411,7 +412,7 @@ class Driver:
         from the node's view; its slice entry must not change or vanish while it is in use), also
         when the policy now excludes them, until they are unprepared. A rolling-update pair reads
         the shared checkpoint so that both publish the same slices."""
-        decisions = self._decisions(inv)
+        decisions = {d.device.name: d for d in self.policy().decide(inv, self.s.driver)}
         devices = {name: d.device for name, d in decisions.items() if d.published}
         notes = {(logging.ERROR, f"{d.problem}; published without the device policy's attributes")
                  for d in decisions.values() if d.problem}
@@ -434,9 +435,6 @@ class Driver:
                                              f"says: {decision.reason}"))
         self._note(notes)
         return sorted(devices.values(), key=lambda d: d.name)
-
-    def _decisions(self, inv: Inventory) -> dict[str, Decision]:
-        return {d.device.name: d for d in self.policy().decide(inv, self.s.driver)}
 
     def _note(self, notes: set[tuple[int, str]]) -> None:
         """Log each note once while it holds (published() runs at every rescan)."""
