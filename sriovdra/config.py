@@ -164,6 +164,11 @@ class IbConfig(_Layered):
     traffic_class: int | None = _json("trafficClass")  # 0-255, GRH traffic class
     mtu: int | None = _json("mtu")  # 256, 512, 1024, 2048, 4096: the IB MTU, not the netdev's
 
+    @classmethod
+    def from_dict(cls, d: dict) -> IbConfig:
+        """From to_dict() (a checkpoint): validated when it was prepared."""
+        return cls(pkey=d.get("pkey"), traffic_class=d.get("trafficClass"), mtu=d.get("mtu"))
+
 
 def decode_vf_config(params: Any) -> VfConfig:
     params = _check_header(params, VF_API_VERSION, "VfConfig")

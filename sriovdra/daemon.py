@@ -229,6 +229,8 @@ class Service:
             self._start_plugins(inv)
             for plugin in self.plugins.values():
                 plugin.update(inv)
+                for rec in plugin.driver.recheck_partitions(inv):  # the subnet manager acted since prepare
+                    plugin._prepared(rec)
 
     def _rescan_loop(self) -> None:
         while not self._stop.wait(self.opts.rescan_seconds):

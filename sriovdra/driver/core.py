@@ -247,8 +247,7 @@ class Driver:
             config = config_for(alloc, result.request)
             p = self._plan(ref, result, dev, config, None if base is None else base + i)
             if isinstance(config, IbConfig):  # the P_Key table says now whether the partition is there
-                check = partition.check_device(inv, dev, config.pkey, pkey_reader(
-                    self.s.paths, lambda problem: log.warning("P_Key table: %s", problem)))
+                check = partition.check_device(inv, dev, config.pkey, self._pkey_reader())
                 p.partition = check.to_dict() if check else None
             planned.append((p, dev, config))
         self._check_attach(ref, [p for p, _, _ in planned])
@@ -271,11 +270,7 @@ class Driver:
                     pci.bind(self.s.paths, p.pci_address, config.driver)
                     faults.point("prepare.after-bind")
             if planned:
-                items = [cdi.SpecItem(dev, config, p.admin_access, p.env_index or 0,
-                                      partition.PartitionCheck.from_dict(p.partition) if p.partition else None)
-                         for p, dev, config in planned]
-                spec = cdi.claim_spec(self.s.driver, ref.uid, items, inv, self.s.paths.dev_file)
-                rec.specs[spec_name] = cdi.write_spec(self.s.cdi_dir, spec_name, spec)
+                self._write_claim_spec(rec, spec_name, planned, inv)
             if net_name:
                 net = cdi.netdev_spec(self.s.driver, ref.uid, [(p.device, p.netdev, p.if_name) for p in rec.devices
                                                               if p.if_name])
@@ -294,6 +289,60 @@ class Driver:
             raise
         call_indexes += [p.env_index for p in rec.devices if p.env_index is not None]
         return rec.devices
+
+    def _pkey_reader(self):
+        return pkey_reader(self.s.paths, lambda problem: log.warning("P_Key table: %s", problem))
+
+    def _write_claim_spec(self, rec: ClaimRecord, spec_name: str,
+                          planned: list[tuple[PreparedDevice, DraDevice, VfConfig | IbConfig]], inv: Inventory) -> None:
+        items = [cdi.SpecItem(dev, config, p.admin_access, p.env_index or 0,
+                              partition.PartitionCheck.from_dict(p.partition) if p.partition else None)
+                 for p, dev, config in planned]
+        spec = cdi.claim_spec(self.s.driver, rec.claim.uid, items, inv, self.s.paths.dev_file)
+        rec.specs[spec_name] = cdi.write_spec(self.s.cdi_dir, spec_name, spec)
+
+    def recheck_partitions(self, inv: Inventory) -> list[ClaimRecord]:
+        """The subnet manager may put a port into a partition after prepare. For prepared devices whose
+        partition was missing, limited or unreadable, read that port's P_Key table again (only those:
+        the reads are firmware queries); when the outcome changed, checkpoint it and rewrite the claim's
+        CDI spec (containers created from now on get the P_Key index). Returns the claims whose status
+        must be written again."""
+        if self.s.driver != IB_DRIVER:
+            return []
+        changed = []
+        with self.serialized():
+            for rec in self.prepared():
+                try:
+                    if self._recheck(rec, inv):
+                        changed.append(rec)
+                except (OSError, cdi.CdiError) as e:
+                    log.error("claim %s: P_Key table recheck failed, keeping what prepare found: %s", rec.claim, e)
+            if changed:
+                self.save()
+        return changed
+
+    def _recheck(self, rec: ClaimRecord, inv: Inventory) -> bool:
+        stale = [p for p in rec.devices if p.partition and p.partition.get("outcome") != partition.MEMBER]
+        if not stale:
+            return False
+        by_name = {d.name: d for d in inv.dra_devices() if d.driver == self.s.driver}
+        # the spec is rebuilt from the inventory: every device must be visible as it was at prepare (not
+        # moved into a pod's RDMA namespace), or the rewrite would drop its char devices
+        if any(p.device not in by_name or by_name[p.device].rdma_device != p.rdma_device for p in rec.devices):
+            return False
+        reader = self._pkey_reader()
+        dirty = False
+        for p in stale:
+            before = partition.PartitionCheck.from_dict(p.partition)
+            now = partition.check_device(inv, by_name[p.device], before.pkey, reader)
+            if now is not None and now.to_dict() != p.partition:
+                log.info("claim %s device %s: partition 0x%04x is now %s on %s (was %s)", rec.claim, p.device,
+                         before.pkey, now.outcome, now.port, before.outcome)
+                p.partition, dirty = now.to_dict(), True
+        if dirty:
+            planned = [(p, by_name[p.device], IbConfig.from_dict(p.config)) for p in rec.devices]
+            self._write_claim_spec(rec, cdi.spec_file_name(self.kind, rec.claim.uid), planned, inv)
+        return dirty
 
     def _check_attach(self, ref: ClaimRef, devices: list[PreparedDevice]) -> None:
         """Fail closed: a pod that asked for a NIC must not start without it. When netdevs cannot

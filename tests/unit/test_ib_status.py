@@ -2,6 +2,7 @@
 was applied and what only the subnet manager can do."""
 
 import json
+import os
 
 from sriovdra.checkpoint import ATTACHED, CheckpointStore, PreparedDevice, decode, encode
 from sriovdra.claim import ClaimRef
@@ -154,3 +155,31 @@ def test_ibconfig_mtu_is_not_refused_with_cdi_attach(tmp_path, build_host):
     assert out.error is None and len(out.devices[0].cdi_ids) == 2  # the env spec and the netdev spec
     entry = _status_entry(IB_DRIVER, out.devices[0])
     assert _conditions(entry)["IBPartitionReady"]["reason"] == "NotAMember" and "netdev" not in entry["data"]["ib"]
+
+
+def test_a_partition_the_sm_adds_after_prepare_reaches_checkpoint_spec_and_status(tmp_path, build_host):
+    driver, names = _driver(tmp_path, build_host, "none", [0xFFFF])
+    claim = allocated_claim("ib", names[:1], driver=IB_DRIVER, request="ib", configs=[SEED_IB_CONFIG])
+    driver.claims = _Claims(claim)
+    ref = ClaimRef("default", "ib", claim["metadata"]["uid"])
+    dev = driver.prepare([ref])[ref.uid].devices[0]
+    assert dev.partition["outcome"] == "NotAMember"
+    inv = driver.inventory()
+    assert driver.recheck_partitions(inv) == []  # nothing changed: no spec rewrite, no status write
+    # the subnet manager adds the port to partition 0x0001 as a full member, at index 1
+    fn = inv.function(dev.pci_address)
+    pkeys = os.path.join(driver.s.paths.sysfs, "bus/pci/devices", fn.address, "infiniband", dev.rdma_device,
+                         "ports/1/pkeys")
+    with open(os.path.join(pkeys, "1"), "w") as f:
+        f.write("0x8001\n")
+    [rec] = driver.recheck_partitions(inv)
+    assert rec.claim.uid == ref.uid and rec.devices[0].partition["index"] == 1
+    stored = CheckpointStore(driver.s.checkpoint_path).peek()[ref.uid]
+    assert stored.devices[0].partition["outcome"] == "Member"
+    [(name, _)] = stored.specs.items()
+    with open(os.path.join(driver.s.cdi_dir, name)) as f:
+        spec = json.load(f)
+    assert "IB_DEVICE_0_PKEY_INDEX=1" in spec["devices"][0]["containerEdits"]["env"]
+    assert "NCCL_IB_PKEY=1" in spec["containerEdits"]["env"]
+    assert _conditions(_status_entry(IB_DRIVER, stored.devices[0]))["IBPartitionReady"]["status"] == "True"
+    assert driver.recheck_partitions(inv) == []  # settled
