@@ -270,17 +270,39 @@ def _routes(f: _Fields) -> tuple[Route, ...] | None:
 
 
 def decode_ib_config(params: Any) -> IbConfig:
+    """Every field is checked and every bad one reported, as the InfiniBand seed's validation does
+    ("IbConfig.pkey: ...; IbConfig.mtu: ...")."""
     params = _check_header(params, IB_API_VERSION, "IbConfig")
     _check_unknown(params, IbConfig, "IbConfig")
     f = _Fields("IbConfig", params)
-    pkey = f.get("pkey", int)
-    problem = pkey_problem(pkey) if pkey is not None else None
-    if problem:
-        raise f.error("pkey", problem)
-    mtu = f.get("mtu", int)
-    if mtu is not None and mtu not in IB_MTUS:
-        raise f.error("mtu", f"invalid IB MTU value: {mtu}, must be one of {', '.join(map(str, IB_MTUS))}")
-    return IbConfig(pkey=pkey, traffic_class=f.int_range("trafficClass", 0, 255), mtu=mtu)
+    values: dict[str, Any] = {}
+    errors: list[str] = []
+
+    def check(name: str, read) -> None:
+        try:
+            values[name] = read()
+        except ConfigError as e:
+            errors.append(str(e))
+
+    def pkey() -> int | None:
+        value = f.get("pkey", int)
+        problem = pkey_problem(value) if value is not None else None
+        if problem:
+            raise f.error("pkey", problem)
+        return value
+
+    def mtu() -> int | None:
+        value = f.get("mtu", int)
+        if value is not None and value not in IB_MTUS:
+            raise f.error("mtu", f"invalid IB MTU value: {value}, must be one of {', '.join(map(str, IB_MTUS))}")
+        return value
+
+    check("pkey", pkey)
+    check("traffic_class", lambda: f.int_range("trafficClass", 0, 255))
+    check("mtu", mtu)
+    if errors:
+        raise ConfigError("; ".join(errors))
+    return IbConfig(**values)
 
 
 DECODERS = {SRIOV_DRIVER: decode_vf_config, IB_DRIVER: decode_ib_config}

@@ -112,3 +112,14 @@ def test_claim_errors():
     del broken["status"]["allocation"]["devices"]["results"][0]["pool"]
     with pytest.raises(ClaimError, match=r"results\[0\] has no pool"):
         _alloc(broken)
+
+
+def test_ibconfig_reports_every_bad_field_at_once():
+    from sriovdra.config import IB_API_VERSION, ConfigError, decode_ib_config
+
+    with pytest.raises(ConfigError) as err:
+        decode_ib_config({"apiVersion": IB_API_VERSION, "kind": "IbConfig", "pkey": 0, "mtu": 9000,
+                          "trafficClass": 256})
+    assert str(err.value) == ("IbConfig.pkey: pkey must be in range 0x0001-0xFFFF, got 0x0000; "
+                              "IbConfig.trafficClass: must be in range 0-255, got 256; "
+                              "IbConfig.mtu: invalid IB MTU value: 9000, must be one of 256, 512, 1024, 2048, 4096")
