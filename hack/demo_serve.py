@@ -94,8 +94,9 @@ def main(host_root: str) -> int:
             step("claim status written by the driver")
             for _, claim in claims:
                 for e in api.claim("default", claim["metadata"]["name"])["status"].get("devices", []):
-                    print(f"{claim['metadata']['name']}: {e['device']} {e['conditions'][0]['type']}="
-                          f"{e['conditions'][0]['status']} data={json.dumps(e['data'])}")
+                    conditions = " ".join(f"{c['type']}={c['status']}" + (f" ({c['reason']})" if c['status'] != "True"
+                                                                          else "") for c in e["conditions"])
+                    print(f"{claim['metadata']['name']}: {e['device']} {conditions} data={json.dumps(e['data'])}")
             step(f"sriovdra checkpoint show --state-dir {state_dir}")
             sys.stdout.flush()
             subprocess.run(["sriovdra", "checkpoint", "show", "--state-dir", state_dir])
