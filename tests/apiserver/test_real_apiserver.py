@@ -256,9 +256,13 @@ def test_status_devices_written_with_ready_condition_keeping_other_drivers(real_
 
     # a second write replaces our entry (same driver/pool/device key), theirs stays
     again = ready_entry(SRIOV_DRIVER, "node-a", "vf-0001", {"pciAddress": "0000:3b:00.3"}, message="re-prepared")
+    again["conditions"][0]["lastTransitionTime"] = "2030-01-01T00:00:00Z"  # surely not the first write's time
     writer = write(client, ref, [again])
     assert (writer.written, writer.dropped) == (1, 0)
-    assert same_time(read_status(api, ref.name)["devices"]) == same_time([IB_ENTRY, again])
+    # Ready stayed True: its lastTransitionTime is the first write's (the condition convention)
+    kept = copy.deepcopy(again)
+    kept["conditions"][0]["lastTransitionTime"] = ours["conditions"][0]["lastTransitionTime"]
+    assert same_time(read_status(api, ref.name)["devices"]) == same_time([IB_ENTRY, kept])
     managers = {f["manager"] for f in call(api.read_namespaced_resource_claim, ref.name, NAMESPACE)
                 ["metadata"]["managedFields"] if f.get("subresource") == "status"}
     assert "sriovdra" in managers
