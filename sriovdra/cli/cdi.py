@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from sriovdra.cli.options import DevRoot, HostRoot, Output, OutputFormat, SysfsRoot, host_paths
+from sriovdra.cli.options import DIR, DevRoot, FILE, HostRoot, Output, OutputFormat, SysfsRoot, host_paths
 from sriovdra.cli.output import die, emit, warn
 
 
@@ -20,9 +20,11 @@ def generate_command(
                                                        "device's, else sriovnetwork.openshift.io).")] = None,
     claim_uid: Annotated[str, typer.Option(help="Claim UID the spec is for.")] = "00000000-0000-0000-0000-000000000000",
     config: Annotated[Optional[str], typer.Option(
+        click_type=FILE,
         help="Opaque config parameters (VfConfig or IbConfig) as a JSON/YAML file, applied to every device.")] = None,
     admin_access: Annotated[bool, typer.Option(help="As for an admin-access claim.")] = False,
-    directory: Annotated[Optional[str], typer.Option("--dir", help="Write the spec file into this dir.")] = None,
+    directory: Annotated[Optional[str], typer.Option("--dir", click_type=DIR,
+                                                         help="Write the spec file into this dir.")] = None,
     output: Output = OutputFormat.json,
     host_root: HostRoot = None,
     sysfs_root: SysfsRoot = None,

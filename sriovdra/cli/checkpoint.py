@@ -7,12 +7,12 @@ from typing import Annotated
 
 import typer
 
-from sriovdra.cli.options import Output, OutputFormat
+from sriovdra.cli.options import DIR, Output, OutputFormat
 from sriovdra.cli.output import EXIT_FAILED, die, emit, tabulate
 
 
 def show_command(
-    state_dir: Annotated[str, typer.Option(envvar="SRIOVDRA_STATE_DIR", help="serve's --state-dir.")]
+    state_dir: Annotated[str, typer.Option(envvar="SRIOVDRA_STATE_DIR", click_type=DIR, help="serve's --state-dir.")]
     = "/var/lib/sriovdra",
     output: Output = OutputFormat.table,
 ) -> None:

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from sriovdra.cli.options import DevRoot, HostRoot, Output, OutputFormat, SysfsRoot, host_paths
+from sriovdra.cli.options import DevRoot, FILE, HostRoot, Output, OutputFormat, SysfsRoot, host_paths
 from sriovdra.cli.output import die, emit, tabulate, warn
 from sriovdra.host.discovery import DiscoveryError, discover, with_pkey_tables
 from sriovdra.host.paths import HostPaths
@@ -16,7 +16,7 @@ from sriovdra.policy import Decision
 SCHEMA_VERSION = 1
 
 DevicePolicyPath = Annotated[Optional[str], typer.Option(
-    "--device-policy", envvar="SRIOVDRA_DEVICE_POLICY", metavar="FILE",
+    "--device-policy", envvar="SRIOVDRA_DEVICE_POLICY", metavar="FILE", click_type=FILE,
     help="Device policy file: which devices are published, extra attributes (see README, Device policy).")]
 
 

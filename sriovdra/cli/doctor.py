@@ -8,6 +8,8 @@ import typer
 
 from sriovdra.cli.options import (
     DEFAULT_CNI_BIN_DIR,
+    DIR,
+    FILE,
     CniBinDir,
     DevRoot,
     HostRoot,
@@ -26,10 +28,11 @@ def doctor_command(
     ctx: typer.Context,
     output: Output = OutputFormat.table,
     kubelet_root_dir: Annotated[str, typer.Option(
-        envvar="SRIOVDRA_KUBELET_ROOT_DIR", help="The kubelet's --root-dir.")] = DEFAULT_KUBELET_ROOT,
+        envvar="SRIOVDRA_KUBELET_ROOT_DIR", click_type=DIR, help="The kubelet's --root-dir.")] = DEFAULT_KUBELET_ROOT,
     cdi_dir: Annotated[Optional[list[str]], typer.Option(
         help="CDI spec dir to check (repeatable); the last one is where serve writes.")] = None,
-    containerd_config: Annotated[str, typer.Option(help="containerd configuration file.")] = CONTAINERD_CONFIG,
+    containerd_config: Annotated[str, typer.Option(
+        click_type=FILE, help="containerd configuration file.")] = CONTAINERD_CONFIG,
     cni_bin_dir: CniBinDir = DEFAULT_CNI_BIN_DIR,
     host_root: HostRoot = None,
     sysfs_root: SysfsRoot = None,

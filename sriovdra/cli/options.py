@@ -6,10 +6,18 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Annotated, Optional
 
+import click
 import typer
 
 from sriovdra.host.ipam import DEFAULT_CNI_BIN_DIRS
 from sriovdra.host.paths import HostPaths
+
+
+# Path-valued options: shells complete file or directory names for them (click's path type); the
+# value stays a str, and nothing is checked here that the command does not check with a better message.
+FILE = click.Path(dir_okay=False)
+DIR = click.Path(file_okay=False)
+ANY_PATH = click.Path()
 
 
 class OutputFormat(str, Enum):
@@ -19,13 +27,13 @@ class OutputFormat(str, Enum):
 
 
 HostRoot = Annotated[Optional[str], typer.Option(
-    "--host-root", envvar="SRIOVDRA_HOST_ROOT", metavar="PATH",
+    "--host-root", click_type=DIR, envvar="SRIOVDRA_HOST_ROOT", metavar="PATH",
     help="Host root for /proc, /etc and /var files (default /); sysfs and dev default below it.")]
 SysfsRoot = Annotated[Optional[str], typer.Option(
-    "--sysfs-root", envvar="SRIOVDRA_SYSFS_ROOT", metavar="PATH",
+    "--sysfs-root", click_type=DIR, envvar="SRIOVDRA_SYSFS_ROOT", metavar="PATH",
     help="sysfs to read (default <host-root>/sys, i.e. /sys).")]
 DevRoot = Annotated[Optional[str], typer.Option(
-    "--dev-root", envvar="SRIOVDRA_DEV_ROOT", metavar="PATH",
+    "--dev-root", click_type=DIR, envvar="SRIOVDRA_DEV_ROOT", metavar="PATH",
     help="Where /dev lives (default <host-root>/dev, i.e. /dev).")]
 Output = Annotated[OutputFormat, typer.Option(
     "--output", "-o", help="Output format; json and yaml are stable for scripts.")]

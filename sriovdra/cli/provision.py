@@ -14,7 +14,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from sriovdra.cli.options import DevRoot, HostRoot, Output, OutputFormat, SysfsRoot, host_paths
+from sriovdra.cli.options import DIR, DevRoot, FILE, HostRoot, Output, OutputFormat, SysfsRoot, host_paths
 from sriovdra.cli.output import EXIT_ERROR, EXIT_FAILED, EXIT_REFUSED, die, emit, tabulate, warn
 
 
@@ -30,7 +30,8 @@ def provision_command(
     num_vfs: Annotated[Optional[str], typer.Option(
         "--num-vfs", metavar="N|max", help="VFs for every --pf (max: sriov_totalvfs).")] = None,
     config: Annotated[Optional[str], typer.Option(
-        "--config", metavar="FILE", help="YAML provisioning config (instead of --pf/--num-vfs).")] = None,
+        "--config", metavar="FILE", click_type=FILE,
+        help="YAML provisioning config (instead of --pf/--num-vfs).")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Show the plan; change nothing.")] = False,
     force: Annotated[bool, typer.Option(
         "--force", help="Change PFs even when claims hold their VFs (or the checkpoint is unreadable).")] = False,
@@ -41,7 +42,7 @@ def provision_command(
     guids: Annotated[Optional[GuidMode], typer.Option(
         "--guids", help="InfiniBand VF GUIDs for entries without `guids` (default derived).")] = None,
     state_dir: Annotated[str, typer.Option(
-        envvar="SRIOVDRA_STATE_DIR", metavar="DIR", help="serve's --state-dir: claims holding VFs.")]
+        envvar="SRIOVDRA_STATE_DIR", metavar="DIR", click_type=DIR, help="serve's --state-dir: claims holding VFs.")]
     = "/var/lib/sriovdra",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress lines on stderr.")] = False,
     output: Output = OutputFormat.table,

@@ -13,7 +13,10 @@ from typing import Annotated, Optional
 import typer
 
 from sriovdra.cli.options import (
+    ANY_PATH,
     DEFAULT_CNI_BIN_DIR,
+    DIR,
+    FILE,
     CniBinDir,
     DevRoot,
     HostRoot,
@@ -71,14 +74,17 @@ def serve_command(
         envvar="SRIOVDRA_DRIVERS", help=f"Comma-separated drivers to serve (default: those the node has "
                                         f"devices for): {', '.join(DRIVERS)}.")] = None,
     kubelet_root_dir: Annotated[str, typer.Option(
-        envvar="SRIOVDRA_KUBELET_ROOT_DIR", help="The kubelet's --root-dir; sockets live under it.")]
+        envvar="SRIOVDRA_KUBELET_ROOT_DIR", click_type=DIR, help="The kubelet's --root-dir; sockets live under it.")]
     = "/var/lib/kubelet",
-    cdi_dir: Annotated[str, typer.Option(envvar="SRIOVDRA_CDI_DIR", help="Where CDI specs are written.")]
+    cdi_dir: Annotated[str, typer.Option(envvar="SRIOVDRA_CDI_DIR", click_type=DIR,
+                                         help="Where CDI specs are written.")]
     = "/var/run/cdi",
-    state_dir: Annotated[str, typer.Option(envvar="SRIOVDRA_STATE_DIR", help="Where checkpoints are kept.")]
+    state_dir: Annotated[str, typer.Option(envvar="SRIOVDRA_STATE_DIR", click_type=DIR,
+                                           help="Where checkpoints are kept.")]
     = "/var/lib/sriovdra",
     kubeconfig: Annotated[Optional[str], typer.Option(
-        envvar="KUBECONFIG", help="kubeconfig file (default: the in-cluster service account).")] = None,
+        envvar="KUBECONFIG", click_type=FILE,
+        help="kubeconfig file (default: the in-cluster service account).")] = None,
     rolling_update_pod_uid: Annotated[Optional[str], typer.Option(
         envvar="SRIOVDRA_POD_UID", help="Per-pod socket names for rolling updates (kubelet >= 1.33).")] = None,
     rescan_interval: Annotated[float, typer.Option(
@@ -90,7 +96,8 @@ def serve_command(
         envvar="SRIOVDRA_NETDEV_ATTACH",
         help="How netdevs reach pods: nri (moved at pod start by our NRI plugin: MTU, MAC, IPs, routes), "
              "cdi (CDI netDevices, cdiVersion 1.1.0: the runtime moves and renames), none.")] = NetdevAttach.nri,
-    nri_socket: Annotated[str, typer.Option(envvar="SRIOVDRA_NRI_SOCKET", help="The runtime's NRI socket.")]
+    nri_socket: Annotated[str, typer.Option(envvar="SRIOVDRA_NRI_SOCKET", click_type=ANY_PATH,
+                                            help="The runtime's NRI socket.")]
     = "/var/run/nri/nri.sock",
     nri_plugin_index: Annotated[str, typer.Option(
         envvar="SRIOVDRA_NRI_PLUGIN_INDEX", help="Two digits: where the plugin runs among NRI plugins.")] = "50",
@@ -100,7 +107,7 @@ def serve_command(
         envvar="SRIOVDRA_NUM_VFS", min=0, help="At start, give every SR-IOV PF of the served drivers min(N, "
                                                "sriov_totalvfs) VFs; 0 (VM mode): provision nothing.")] = 0,
     provision_config: Annotated[Optional[str], typer.Option(
-        envvar="SRIOVDRA_PROVISION_CONFIG", metavar="FILE",
+        envvar="SRIOVDRA_PROVISION_CONFIG", metavar="FILE", click_type=FILE,
         help="At start, provision as this `sriovdra provision --config` file says.")] = None,
     log_level: Annotated[LogLevel, typer.Option(envvar="SRIOVDRA_LOG_LEVEL")] = LogLevel.info,
     log_format: Annotated[LogFormat, typer.Option(envvar="SRIOVDRA_LOG_FORMAT")] = LogFormat.text,

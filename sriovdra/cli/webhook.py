@@ -9,6 +9,8 @@ from typing import Annotated
 
 import typer
 
+from sriovdra.cli.options import FILE
+
 from sriovdra.cli.logs import LogFormat, LogFormatOption, LogLevel, LogLevelOption, setup_logging
 from sriovdra.cli.output import die
 
@@ -18,10 +20,10 @@ DEFAULT_PORT = 8443
 
 def webhook_command(
     tls_cert_file: Annotated[str, typer.Option(
-        "--tls-cert-file", envvar="SRIOVDRA_TLS_CERT_FILE", metavar="PATH",
+        "--tls-cert-file", envvar="SRIOVDRA_TLS_CERT_FILE", metavar="PATH", click_type=FILE,
         help="PEM serving certificate (chain); re-read when it changes.")],
     tls_private_key_file: Annotated[str, typer.Option(
-        "--tls-private-key-file", envvar="SRIOVDRA_TLS_PRIVATE_KEY_FILE", metavar="PATH",
+        "--tls-private-key-file", envvar="SRIOVDRA_TLS_PRIVATE_KEY_FILE", metavar="PATH", click_type=FILE,
         help="Its unencrypted PEM private key; re-read when it changes.")],
     port: Annotated[int, typer.Option(
         envvar="SRIOVDRA_WEBHOOK_PORT", min=0, max=65535,

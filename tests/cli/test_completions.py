@@ -151,3 +151,12 @@ def test_bash_script_fills_compreply(words, cword, expected):
     assert proc.returncode == 0, proc.stderr
     assert "-F _sriovdra_completion sriovdra" in proc.stderr  # the script registered itself
     assert proc.stdout.splitlines() == expected
+
+
+@pytest.mark.parametrize("words, kind", [("sriovdra provision --config ", "file"), ("sriovdra --host-root ", "dir"),
+                                         ("sriovdra webhook --tls-cert-file ", "file"),
+                                         ("sriovdra serve --state-dir ", "dir")])
+def test_path_options_complete_file_names(words, kind):
+    """click's path type: the shell script is told to complete file (or directory) names there."""
+    lines = complete(words, len(words.split()))
+    assert lines.splitlines() == [f"{kind},"], lines
