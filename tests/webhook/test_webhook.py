@@ -72,8 +72,10 @@ def test_every_version_and_kind_on_one_keep_alive_connection(webhook):
                     "its CNI); pick another name, e.g. net1"), (kind, version)
     finally:
         conn.close()
-    assert webhook.log.count("TLS handshake") == 0 and "denied CREATE resource.k8s.io/v1beta2 ResourceClaimTemplate " \
-        "default/c1: 1 configs failed to validate" in webhook.log
+    # the log reaches us through a reader thread: wait for the last line before judging the whole log
+    webhook.wait_log("denied CREATE resource.k8s.io/v1beta2 ResourceClaimTemplate default/c1: 1 configs failed to "
+                     "validate")
+    assert webhook.log.count("TLS handshake") == 0
 
 
 def test_seed_manifests_accepted_and_other_drivers_ignored(webhook):
@@ -142,7 +144,7 @@ def test_malformed_review_is_400_and_the_server_keeps_serving(webhook, payload, 
         assert status == 200
     finally:
         conn.close()
-    assert "malformed AdmissionReview from 127.0.0.1" in webhook.log
+    webhook.wait_log("malformed AdmissionReview from 127.0.0.1")
 
 
 def test_health_paths_and_wrong_paths_and_methods(webhook):
@@ -210,7 +212,8 @@ def test_sigterm_with_an_idle_keep_alive_connection_exits_0(webhook):
     conn = webhook.connect()
     assert webhook.request("GET", "/readyz", conn=conn)[0] == 200  # the connection stays open, idle
     assert webhook.stop(signal.SIGTERM) == 0
-    assert "stopping the webhook" in webhook.log and "still busy" not in webhook.log
+    webhook.wait_log("stopping the webhook")
+    assert "still busy" not in webhook.log
     conn.close()
 
 
@@ -275,6 +278,7 @@ def test_broken_replacement_keeps_the_old_certificate(webhook, live_pair, pki, g
     for _ in range(3):  # logged once, not per connection
         assert _handshake_ok(webhook, pki.ca.cert)
     assert webhook.request("GET", "/readyz")[0] == 200
+    webhook.wait_log("not using the changed certificate files")
     assert webhook.log.count("not using the changed certificate files") == 1
     _overwrite(live_pair.cert, pki.server.cert)  # repaired: the same pair as before, nothing to reload
     os.unlink(live_pair.key)  # mid-rotation gap: a file briefly missing
