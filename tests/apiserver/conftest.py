@@ -11,15 +11,12 @@ cannot build them (not root, or no apt-get/dpkg).
 from __future__ import annotations
 
 import importlib.util
-import os
-import shutil
-import subprocess
-import sys
 import time
-from collections import deque
 from pathlib import Path
 
 import pytest
+
+from tests.support.cachedbuild import ensure_built
 
 REPO = Path(__file__).resolve().parents[2]
 HACK = REPO / "hack" / "apiserver"
@@ -40,49 +37,13 @@ def _load_realapi():
     return module
 
 
-def _ensure_built(config) -> None:
-    """Run build.sh unless its --check says the binaries are up to date; stream its progress to
-    the terminal (a cold build takes 5-15 min) and fail with its output's tail when it fails.
-    Skips only when a build is needed and this host cannot build (not root, no apt-get/dpkg)."""
-    build = str(HACK / "build.sh")
-    t0 = time.monotonic()
-    if subprocess.run([build, "--check"], stdin=subprocess.DEVNULL).returncode == 0:
-        _timings["build check"] = time.monotonic() - t0
-        return
-    if os.geteuid() != 0:
-        pytest.skip("the real-apiserver binaries are not built and building them (hack/apiserver/build.sh: "
-                    "Debian packages through a private apt config) needs root")
-    missing = [t for t in ("apt-get", "apt-cache", "dpkg", "flock") if shutil.which(t) is None]
-    if missing:
-        pytest.skip(f"the real-apiserver binaries are not built and building them needs {', '.join(missing)}")
-    capman = config.pluginmanager.getplugin("capturemanager")
-    tail: deque[str] = deque(maxlen=40)
-    with capman.global_and_fixture_disabled():
-        sys.stderr.write("\nbuilding the real apiserver (hack/apiserver/build.sh, once per cache)\n")
-        proc = subprocess.Popen([build], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, errors="replace")
-        try:
-            for line in proc.stdout:
-                tail.append(line)
-                sys.stderr.write(line)
-                sys.stderr.flush()
-            rc = proc.wait()
-        except BaseException:
-            proc.kill()
-            proc.wait()
-            raise
-    _timings["cold build" if rc == 0 else "failed build"] = time.monotonic() - t0
-    if rc != 0:
-        pytest.fail(f"hack/apiserver/build.sh failed (exit {rc}); its output ends with:\n{''.join(tail)}",
-                    pytrace=False)
-
-
 # One server for the whole tier. Package scope (this directory) rather than session: in a run of
 # the whole suite the server is stopped as soon as the last test here is done.
 @pytest.fixture(scope="package")
 def real_apiserver_server(request, tmp_path_factory):
     """The running server (realapi.RealApiServer: url, kubeconfig, rundir, logs)."""
-    _ensure_built(request.config)
+    ensure_built(request.config, HACK / "build.sh", "the real-apiserver binaries are not built", timings=_timings,
+                 labels=("build check", "cold build", "failed build"))
     realapi = _load_realapi()
     server = realapi.RealApiServer(str(tmp_path_factory.mktemp("real-apiserver")))
     t0 = time.monotonic()

@@ -18,14 +18,13 @@ Usage in a test:
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import sys
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.support.cachedbuild import ensure_built
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD = REPO / "hack" / "helm" / "build.sh"
@@ -112,39 +111,7 @@ class HelmTemplate:
         return parse_output(proc.stdout)
 
 
-def _ensure_built(config) -> None:
-    """Run build.sh unless its --check says the binary is up to date; stream its progress to the
-    terminal and fail with its output's tail when it fails."""
-    if subprocess.run([str(BUILD), "--check"], stdin=subprocess.DEVNULL).returncode == 0:
-        return
-    if os.geteuid() != 0:
-        pytest.skip("sriovdra-helm-template is not built and building it (hack/helm/build.sh: Debian "
-                    "packages through a private apt config) needs root")
-    missing = [t for t in ("apt-get", "apt-cache", "dpkg", "flock") if shutil.which(t) is None]
-    if missing:
-        pytest.skip(f"sriovdra-helm-template is not built and building it needs {', '.join(missing)}")
-    capman = config.pluginmanager.getplugin("capturemanager")
-    tail: deque[str] = deque(maxlen=40)
-    with capman.global_and_fixture_disabled():
-        sys.stderr.write("\nbuilding the Helm renderer (hack/helm/build.sh, once per cache)\n")
-        proc = subprocess.Popen([str(BUILD)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, errors="replace")
-        try:
-            for line in proc.stdout:
-                tail.append(line)
-                sys.stderr.write(line)
-                sys.stderr.flush()
-            rc = proc.wait()
-        except BaseException:
-            proc.kill()
-            proc.wait()
-            raise
-    if rc != 0:
-        pytest.fail(f"hack/helm/build.sh failed (exit {rc}); its output ends with:\n{''.join(tail)}",
-                    pytrace=False)
-
-
 @pytest.fixture(scope="session")
 def helm_template(request) -> HelmTemplate:
-    _ensure_built(request.config)
+    ensure_built(request.config, BUILD, "sriovdra-helm-template is not built")
     return HelmTemplate(BINARY)

@@ -29,7 +29,6 @@ import sys
 import tempfile
 import time
 import uuid
-from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +36,7 @@ import pytest
 import yaml
 
 from sriovdra import fakehost
+from tests.support.cachedbuild import ensure_built
 from tests.support.containerd import Containerd, cache_dir
 from tests.support.cri import Pod
 from tests.support.node import Node, NodeFactory
@@ -88,34 +88,9 @@ def _ensure_setup(config) -> None:
     err = _veth_works()
     if err:
         pytest.skip(f"the real-runtime tier needs veth interfaces; `ip link add ... type veth` failed: {err}")
-    env = {**os.environ, "PYTHON": sys.executable}
-    t0 = time.monotonic()
-    if subprocess.run([str(SETUP), "--check"], stdin=subprocess.DEVNULL, env=env).returncode == 0:
-        _timings["setup (warm)"] = time.monotonic() - t0
-        return
-    missing = [t for t in ("apt-get", "apt-cache", "dpkg", "flock") if shutil.which(t) is None]
-    if missing:
-        pytest.skip(f"the containerd stack is not cached and setting it up needs {', '.join(missing)}")
-    tail: deque[str] = deque(maxlen=40)
-    capman = config.pluginmanager.getplugin("capturemanager")
-    with capman.global_and_fixture_disabled():
-        sys.stderr.write("\nsetting up containerd from Debian sid (hack/runtime/setup.sh, once per cache)\n")
-        proc = subprocess.Popen([str(SETUP)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, errors="replace", env=env)
-        try:
-            for line in proc.stdout:
-                tail.append(line)
-                sys.stderr.write(line)
-                sys.stderr.flush()
-            rc = proc.wait()
-        except BaseException:
-            proc.kill()
-            proc.wait()
-            raise
-    _timings["setup (cold)" if rc == 0 else "setup (failed)"] = time.monotonic() - t0
-    if rc != 0:
-        pytest.fail(f"hack/runtime/setup.sh failed (exit {rc}); its output ends with:\n{''.join(tail)}",
-                    pytrace=False)
+    ensure_built(config, SETUP, "the containerd stack is not cached", check_root=False,
+                 env={**os.environ, "PYTHON": sys.executable}, timings=_timings,
+                 labels=("setup (warm)", "setup (cold)", "setup (failed)"))
 
 
 @pytest.fixture(scope="session")
