@@ -20,6 +20,7 @@ from sriovdra.kube.api import ApiError, call, get_path
 from sriovdra.kube.slices import SlicePublisher
 from sriovdra.kube.status import MAX_ATTEMPTS, ClaimStatusWriter, ready_entry
 from sriovdra.model import IB_DRIVER, SRIOV_DRIVER, DraDevice
+from tests.support.waiting import wait
 
 pytestmark = pytest.mark.apiserver
 
@@ -47,16 +48,6 @@ def pool(api, node: str, driver: str = SRIOV_DRIVER) -> list[tuple]:
     return [(s["metadata"]["name"][:5], s["spec"]["pool"]["generation"], s["spec"]["pool"]["resourceSliceCount"],
              len(s["spec"].get("devices", [])))
             for s in slices(api, f"spec.nodeName={node},spec.driver={driver}")]
-
-
-def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    return predicate()
 
 
 # ResourceSlices
@@ -164,11 +155,12 @@ def test_publisher_threads_watch_and_repair_deleted_slices(real_apiserver, api):
         assert pub.wait_synced(20), pub.last_error
         assert pool(api, node) == [("00000", 0, 2, 128), ("00001", 0, 2, 2)]
         before = {s["metadata"]["uid"] for s in slices(api, f"spec.nodeName={node}")}
-        assert wait_for(lambda: pub._watch_resp is not None)
+        wait(lambda: pub._watch_resp is not None, what="the publisher's watch")
         time.sleep(0.3)  # let the watch request reach the server before the delete
         call(api.delete_collection_resource_slice, field_selector=f"spec.nodeName={node},spec.driver={SRIOV_DRIVER}")
-        republished = wait_for(lambda: [s for s in slices(api, f"spec.nodeName={node}")
-                                        if s["metadata"]["uid"] not in before] if len(pool(api, node)) == 2 else [])
+        republished = wait(lambda: [s for s in slices(api, f"spec.nodeName={node}")
+                                        if s["metadata"]["uid"] not in before] if len(pool(api, node)) == 2 else [],
+                           what="the slices published again")
         assert len(republished) == 2, pool(api, node)
         assert pool(api, node) == [("00000", 0, 2, 128), ("00001", 0, 2, 2)]
     finally:
@@ -231,7 +223,7 @@ def write(client, ref: ClaimRef, entries: list[dict], setup=None) -> ClaimStatus
         setup(writer)
     writer.start()
     writer.enqueue(ref, entries)
-    assert wait_for(writer.idle, timeout=30)
+    wait(writer.idle, timeout=30, what="the status writer to finish")
     writer.stop()
     return writer
 
@@ -379,7 +371,7 @@ def test_concurrent_writers_for_two_drivers_both_land(real_apiserver, api):
             t.start()
         for t in threads:
             t.join()
-        assert wait_for(lambda: sriov.idle() and ib.idle(), timeout=30)
+        wait(lambda: sriov.idle() and ib.idle(), timeout=30, what="both status writers to finish")
     finally:
         sriov.stop()
         ib.stop()
