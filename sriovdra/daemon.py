@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
+import time
 from dataclasses import dataclass
 
 from sriovdra.checkpoint import ATTACHED, ClaimRecord, PreparedDevice, checkpoint_path
@@ -26,6 +27,7 @@ from sriovdra.kube.status import ClaimStatusWriter, ready_entry
 from sriovdra.model import DRIVERS, IB_DRIVER, Inventory, device_health
 from sriovdra.policy import NO_POLICY, DevicePolicy
 from sriovdra.plugin.server import HealthBoard, PluginServer, plugin_sockets
+from sriovdra.probes import Check
 from sriovdra.provisioning import ProvisionConfig
 
 log = logging.getLogger(__name__)
@@ -52,6 +54,13 @@ class ServeOptions:
     device_policy: str | None = None  # policy file (sriovdra.policy), re-read when it changes
     provision: ProvisionConfig | None = None  # --num-vfs / --provision-config: VFs made at start
     policy_poll_seconds: float = 2.0
+    probe_address: tuple[str, int] | None = None  # HTTP /livez and /readyz (sriovdra.probes)
+
+
+# A rescan that has not finished for this long is stuck (liveness fails, the kubelet restarts us).
+STUCK_RESCANS = 4
+MIN_STUCK_SECONDS = 60.0
+GRPC_PROBE_TIMEOUT = 3.0
 
 
 class _Plugin:
@@ -118,6 +127,9 @@ class Service:
         self.problems: list[str] = []
         self._stop = threading.Event()
         self._rescan = threading.Thread(target=self._rescan_loop, name="rescan", daemon=True)
+        self.started = threading.Event()
+        self._heartbeat = time.monotonic()  # the rescan loop's last turn
+        self.probes = None
 
     def wanted(self, inv: Inventory) -> list[str]:
         if self.opts.drivers:
@@ -152,6 +164,11 @@ class Service:
                 f"(is NRI enabled in containerd/CRI-O? run `sriovdra doctor`)")
 
     def start(self) -> None:
+        if self.opts.probe_address:  # first: provisioning can take minutes, and the pod is alive meanwhile
+            from sriovdra.probes import ProbeServer
+
+            self.probes = ProbeServer(self.opts.probe_address, self.live_checks, self.ready_checks)
+            self.probes.start()
         os.makedirs(self.opts.state_dir, mode=0o700, exist_ok=True)
         if self.opts.provision:
             self._provision(self.opts.provision)  # before any plugin loads: it publishes the VFs made
@@ -162,9 +179,11 @@ class Service:
             self._serve_plugin(plugin)
         if not self.plugins:
             log.warning("no SR-IOV VF or InfiniBand port on this node: waiting for devices (or pass --drivers)")
+        self._heartbeat = time.monotonic()
         self._rescan.start()
         if self.policy_file:
             self.policy_file.start()
+        self.started.set()
 
     def _provision(self, config: ProvisionConfig) -> None:
         """Make the configured VFs, never by force: PFs whose VFs claims hold, and PFs that fail, are
@@ -238,10 +257,47 @@ class Service:
                 self.refresh()
             except Exception as e:  # noqa: BLE001 - keep serving with the last inventory
                 log.error("rescan failed, keeping the previous inventory: %s", e)
+            self._heartbeat = time.monotonic()
+
+    def live_checks(self) -> list[Check]:
+        """Failing means only a restart helps: the rescan loop is stuck (it takes the locks every claim
+        operation takes, so a deadlock shows here) or a gRPC server no longer answers."""
+        if not self.started.is_set():
+            return [Check("start", True, "starting (provisioning, loading checkpoints)")]
+        age = time.monotonic() - self._heartbeat
+        limit = max(STUCK_RESCANS * self.opts.rescan_seconds, MIN_STUCK_SECONDS)
+        checks = [Check("rescan", self._rescan.is_alive() and age < limit,
+                        f"last rescan finished {age:.0f}s ago" + ("" if self._rescan.is_alive() else ", loop ended"))]
+        for name, plugin in list(self.plugins.items()):
+            problem = plugin.server.answers(GRPC_PROBE_TIMEOUT)
+            checks.append(Check(f"grpc:{name}", problem is None, problem or ""))
+        return checks
+
+    def ready_checks(self) -> list[Check]:
+        """Ready once the kubelet registered every plugin and every plugin published its slices; in NRI
+        mode also while the runtime's NRI connection is up (claims with netdevs fail without it)."""
+        checks = [Check("start", self.started.is_set(), "" if self.started.is_set() else "still starting")]
+        for name, plugin in list(self.plugins.items()):
+            server, slices = plugin.server, plugin.slices
+            checks.append(Check(f"registration:{name}", server.registered.is_set(), server.registration_error or (
+                "" if server.registered.is_set() else
+                f"the kubelet has not registered {server.sockets.registration} yet (is the kubelet's "
+                f"plugins_registry dir mounted there?)")))
+            checks.append(Check(f"slices:{name}", slices.published.is_set(),
+                                "" if slices.published.is_set() else
+                                f"ResourceSlices not published yet: {slices.last_error or 'first sync pending'}"))
+        if self.nri is not None:
+            problem = self._nri_problem()
+            checks.append(Check("nri", problem is None, problem or ""))
+        if self.started.is_set() and not self.plugins:
+            checks.append(Check("devices", True, "no SR-IOV VF or InfiniBand port on this node yet"))
+        return checks
 
     def stop(self) -> None:
         """Registration sockets first (the kubelet stops calling), then every thread, joined."""
         self._stop.set()
+        if self.probes:
+            self.probes.stop()
         if self.policy_file:
             self.policy_file.stop()
         for plugin in self.plugins.values():

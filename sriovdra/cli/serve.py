@@ -61,6 +61,17 @@ def _provision_config(num_vfs: int, config_file: str | None, drivers: tuple[str,
         die(f"{'--provision-config ' if config_file else ''}{e}")
 
 
+def _probe_address(value: str | None) -> tuple[str, int] | None:
+    if not value:
+        return None
+    from sriovdra.probes import ProbeAddressError, parse_address
+
+    try:
+        return parse_address(value)
+    except ProbeAddressError as e:
+        die(f"--probe-address: {e}")
+
+
 def _plugin_index(value: str) -> str:
     if len(value) != 2 or not value.isdigit():
         die(f"--nri-plugin-index: expected two digits like 50, got {value!r}")
@@ -109,6 +120,9 @@ def serve_command(
     provision_config: Annotated[Optional[str], typer.Option(
         envvar="SRIOVDRA_PROVISION_CONFIG", metavar="FILE", click_type=FILE,
         help="At start, provision as this `sriovdra provision --config` file says.")] = None,
+    probe_address: Annotated[Optional[str], typer.Option(
+        envvar="SRIOVDRA_PROBE_ADDRESS", metavar="HOST:PORT",
+        help="Serve HTTP /livez and /readyz (add ?verbose) for the kubelet's probes here; off by default.")] = None,
     log_level: Annotated[LogLevel, typer.Option(envvar="SRIOVDRA_LOG_LEVEL")] = LogLevel.info,
     log_format: Annotated[LogFormat, typer.Option(envvar="SRIOVDRA_LOG_FORMAT")] = LogFormat.text,
     host_root: HostRoot = None,
@@ -123,6 +137,7 @@ def serve_command(
     from sriovdra.kube.api import ApiError
     from sriovdra.plugin.server import SocketPathError
     from sriovdra.policyfile import PolicyFileError
+    from sriovdra.probes import ProbeAddressError
 
     opts = ServeOptions(node_name=node_name, paths=host_paths(ctx, host_root, sysfs_root, dev_root),
                         drivers=_drivers(drivers), kubelet_root_dir=kubelet_root_dir, cdi_dir=cdi_dir,
@@ -131,14 +146,15 @@ def serve_command(
                         netdev_attach=netdev_attach.value, nri_socket=nri_socket,
                         nri_plugin_index=_plugin_index(nri_plugin_index),
                         cni_bin_dirs=cni_bin_dirs(cni_bin_dir), device_policy=device_policy,
-                        provision=_provision_config(num_vfs, provision_config, _drivers(drivers)))
+                        provision=_provision_config(num_vfs, provision_config, _drivers(drivers)),
+                        probe_address=_probe_address(probe_address))
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     try:
         service = Service(opts)
         service.start()
-    except (DiscoveryError, SocketPathError, ApiError, PolicyFileError, OSError) as e:
+    except (DiscoveryError, SocketPathError, ApiError, PolicyFileError, ProbeAddressError, OSError) as e:
         die(str(e))
     except Exception as e:  # kubernetes.config.ConfigException and friends
         if type(e).__name__ == "ConfigException":

@@ -58,6 +58,7 @@ class SlicePublisher:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self.synced = threading.Event()  # set after every successful sync
+        self.published = threading.Event()  # set after the first successful sync
         self.last_error: str | None = None
         self._threads: list[threading.Thread] = []
         self._watch_resp = None
@@ -101,6 +102,7 @@ class SlicePublisher:
                 backoff = 0.5
                 self.last_error = None
                 self.synced.set()
+                self.published.set()
             except ApiError as e:
                 self.last_error = str(e)
                 log.warning("publishing %s slices failed (retry in %.1fs): %s", self.driver, backoff, e)

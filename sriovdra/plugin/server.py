@@ -270,6 +270,19 @@ class PluginServer:
         _listen(self._reg, self.sockets.registration)
         self._reg.start()
 
+    def answers(self, timeout: float) -> str | None:
+        """None when the registration server answers GetInfo over its socket as the kubelet would
+        call it (its threads are not all stuck), else what went wrong."""
+        if not os.path.exists(self.sockets.registration):
+            return f"registration socket {self.sockets.registration} is gone"
+        with grpc.insecure_channel(f"unix://{self.sockets.registration}") as channel:
+            try:
+                pluginregistration_pb2_grpc.RegistrationStub(channel).GetInfo(
+                    pluginregistration_pb2.InfoRequest(), timeout=timeout)
+            except grpc.RpcError as e:
+                return f"GetInfo on {self.sockets.registration}: {e.code().name} {e.details()}"
+        return None
+
     def stop(self, grace: float = 2.0) -> None:
         self._reg.stop(grace).wait()
         _remove_stale(self.sockets.registration)

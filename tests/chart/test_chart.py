@@ -1,24 +1,24 @@
 """The Helm chart charts/sriovdra: its values schema, and what it renders for default and non-default
 values, checked against the Kubernetes 1.37 schema and against the real `sriovdra serve` / `webhook`
-command lines (click parses the rendered args), the kube adapters' API calls (RBAC) and the socket
-layout of sriovdra.plugin.server (probes)."""
+command lines (click parses the rendered args), the kube adapters' API calls (RBAC) and a real
+serve (the probes)."""
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
-import shutil
 import socket
-import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest
 import yaml
 
 from sriovdra.model import IB_DRIVER, SRIOV_DRIVER
-from sriovdra.plugin.server import plugin_sockets
+from tests.conftest import eth_pf, ib_pf
+from tests.support.node import NodeFactory
+from tests.support.waiting import wait
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "sriovdra"
@@ -336,42 +336,37 @@ def test_provisioning_change_rolls_the_pods_and_policy_change_does_not(render):
     assert annotations("devicePolicy.enabled=true") == base
 
 
-@pytest.mark.parametrize("rolling", [False, True])
-def test_probes_check_the_sockets_serve_creates(helm_template, rolling, short_dir):
-    """Run the rendered exec probe against a kubelet root dir where the sockets are (not) there."""
-    root = short_dir
-    sets = [f"kubeletPlugin.kubeletRootDir={root}", f"kubeletPlugin.rollingUpdate={str(rolling).lower()}"]
-    _, spec = _plugin(helm_template(CHART, sets=sets))
+def test_rendered_probes_reach_a_real_serve(helm_template, build_host, tmp_path):
+    """Start serve with the rendered --probe-address and send it the rendered httpGet probes."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    _, spec = _plugin(helm_template(CHART, sets=[f"kubeletPlugin.probePort={port}"]))
     (container,) = spec["containers"]
-    env = {"PATH": os.environ["PATH"], **_container_env(container)}
-    pod_uid = env.get("SRIOVDRA_POD_UID")
-    assert (pod_uid is not None) == rolling
-    for probe in ("livenessProbe", "readinessProbe"):
-        command = container[probe]["exec"]["command"]
+    (address,) = [a for a in container["args"] if a.startswith("--probe-address=")]
+    assert address == f"--probe-address=127.0.0.1:{port}"
 
-        def run(command=command):
-            return subprocess.run(command, env=env, stdin=subprocess.DEVNULL, capture_output=True).returncode
+    def probe(kind: str) -> int:
+        get = container[kind]["httpGet"]
+        assert get["scheme"] == "HTTP" and get["port"] == port
+        conn = http.client.HTTPConnection(get["host"], get["port"], timeout=container[kind]["timeoutSeconds"])
+        try:
+            conn.request("GET", get["path"])
+            return conn.getresponse().status
+        finally:
+            conn.close()
 
-        assert run() != 0, "the probe passes without sockets"
-        listeners = []
-        for i, driver in enumerate((SRIOV_DRIVER, IB_DRIVER)):
-            path = plugin_sockets(str(root), driver, pod_uid).dra
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            s = socket.socket(socket.AF_UNIX)
-            s.bind(path)
-            listeners.append((s, path))
-            assert run() == (0 if i == 1 else 1), f"{probe} with {i + 1} of 2 sockets"
-        for s, path in listeners:
-            s.close()
-            os.unlink(path)
-
-
-@pytest.fixture
-def short_dir():
-    """A kubelet root dir short enough for per-pod socket names (sun_path is 108 bytes)."""
-    path = tempfile.mkdtemp(prefix="sdc", dir="/tmp")
-    yield Path(path)
-    shutil.rmtree(path, ignore_errors=True)
+    host, _ = build_host({"pfs": [eth_pf(vfs={"total": 4, "count": 2}), ib_pf()]})
+    factory = NodeFactory(tmp_path)
+    try:
+        node = factory.make(host.root, host.sysfs, host.dev)
+        node.start(address, sockets=2)
+        assert probe("livenessProbe") == 200
+        assert probe("readinessProbe") == 503  # the kubelet has not registered the plugins yet
+        node.plugins()
+        wait(lambda: probe("readinessProbe") == 200, what="readiness after registration")
+    finally:
+        factory.close()
 
 
 # --- RBAC against the API calls the code makes ---------------------------------------------------
