@@ -5,8 +5,11 @@
 
 # The Python the test suite runs on; pyproject's requires-python must allow it (checked by the test).
 ARG PYTHON_VERSION=3.11
+# Releases pin the base by digest, so a rebuild gets the same bytes:
+#   --build-arg BASE_IMAGE=python:3.11-slim@sha256:<digest of the tag at release time>
+ARG BASE_IMAGE=python:${PYTHON_VERSION}-slim
 
-FROM python:${PYTHON_VERSION}-slim AS build
+FROM ${BASE_IMAGE} AS build
 # Must equal pyproject's [project] version (checked by the test; a mismatch fails this stage).
 ARG VERSION=0.1.0
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -20,7 +23,7 @@ RUN pip wheel --no-deps --no-build-isolation --wheel-dir /wheels .
 RUN test -f "/wheels/sriovdra-${VERSION}-py3-none-any.whl" \
     || { echo "VERSION=${VERSION} but pyproject.toml builds: $(ls /wheels)" >&2; exit 1; }
 
-FROM python:${PYTHON_VERSION}-slim
+FROM ${BASE_IMAGE}
 ARG VERSION=0.1.0
 ARG REVISION=unknown
 LABEL org.opencontainers.image.title="sriovdra" \

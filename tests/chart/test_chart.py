@@ -17,11 +17,10 @@ import yaml
 
 from sriovdra.model import IB_DRIVER, SRIOV_DRIVER
 from tests.conftest import eth_pf, ib_pf
+from tests.support.helm import CHART, REPO
 from tests.support.node import NodeFactory
 from tests.support.waiting import wait
 
-REPO = Path(__file__).resolve().parents[2]
-CHART = REPO / "charts" / "sriovdra"
 NS = "sriovdra"
 WEBHOOK_ON = ["webhook.enabled=true", "webhook.tls.caBundle=Zm9v"]
 
@@ -30,6 +29,9 @@ SCENARIOS = {
     "default": [],
     "webhook": WEBHOOK_ON,
     "webhook-cert-manager": ["webhook.enabled=true", "webhook.tls.certManager.enabled=true"],
+    "webhook-cluster-issuer": ["webhook.enabled=true", "webhook.tls.certManager.enabled=true",
+                               "webhook.tls.certManager.issuerRef.name=corp-ca",
+                               "webhook.tls.certManager.issuerRef.kind=ClusterIssuer"],
     "device-policy": ["devicePolicy.enabled=true"],
     "num-vfs-8": ["kubeletPlugin.numVFs=8"],
     "vap": ["validatingAdmissionPolicy.enabled=true"],
@@ -125,9 +127,19 @@ def test_every_rendered_object_is_valid_kubernetes_1_37(render, name):
     assert docs, f"{name}: nothing rendered"
     _refuse_duplicate_keys(docs.text)
     for doc in docs:
-        kubernetes_validate.validate(doc, "1.37", strict=True)
+        if doc["apiVersion"] == "cert-manager.io/v1":  # a CRD: not in the Kubernetes schema
+            _validate_cert_manager(doc)
+        else:
+            kubernetes_validate.validate(doc, "1.37", strict=True)
         if doc["kind"] not in CLUSTER_SCOPED:
             assert doc["metadata"]["namespace"] == NS, f"{doc['kind']} {doc['metadata']['name']}"
+
+
+def _validate_cert_manager(doc: dict) -> None:
+    import jsonschema
+
+    schema = json.loads((Path(__file__).parent / "cert-manager-v1.schema.json").read_text())
+    jsonschema.validate(doc, {**schema, "$ref": f"#/definitions/{doc['kind']}"})
 
 
 def _refuse_duplicate_keys(text: str) -> None:
@@ -452,9 +464,39 @@ def test_webhook_runs_unprivileged_behind_its_service(render, monkeypatch):
     assert len(docs.by_kind("ClusterRoleBinding")) == 1
 
 
-def test_webhook_ca_from_cert_manager(render):
+def test_webhook_certificate_from_cert_manager(render):
     docs = render("webhook.enabled=true", "webhook.tls.certManager.enabled=true", "webhook.failurePolicy=Ignore")
     config = docs.one("ValidatingWebhookConfiguration")
-    assert config["metadata"]["annotations"] == {"cert-manager.io/inject-ca-from": "sriovdra/sriovdra-webhook"}
+    cert = docs.one("Certificate")
+    # cainjector fills caBundle from the Certificate the annotation names: the chart's own.
+    assert config["metadata"]["annotations"] == {"cert-manager.io/inject-ca-from": f"{NS}/{cert['metadata']['name']}"}
     assert "caBundle" not in config["webhooks"][0]["clientConfig"]
     assert config["webhooks"][0]["failurePolicy"] == "Ignore"
+    # The Secret cert-manager writes is the one the webhook mounts, for the names the API server dials.
+    (volume,) = docs.one("Deployment")["spec"]["template"]["spec"]["volumes"]
+    assert cert["spec"]["secretName"] == volume["secret"]["secretName"]
+    service = config["webhooks"][0]["clientConfig"]["service"]
+    assert f"{service['name']}.{service['namespace']}.svc" in cert["spec"]["dnsNames"]
+    assert "server auth" in cert["spec"]["usages"]
+    issuer = docs.one("Issuer")
+    assert issuer["spec"] == {"selfSigned": {}}
+    assert cert["spec"]["issuerRef"] == {"name": issuer["metadata"]["name"], "kind": "Issuer",
+                                         "group": "cert-manager.io"}
+
+
+def test_webhook_certificate_from_a_given_issuer_or_certificate(render, helm_template):
+    docs = render("webhook.enabled=true", "webhook.tls.certManager.enabled=true",
+                  "webhook.tls.certManager.issuerRef.name=corp-ca",
+                  "webhook.tls.certManager.issuerRef.kind=ClusterIssuer")
+    assert docs.by_kind("Issuer") == []
+    assert docs.one("Certificate")["spec"]["issuerRef"] == {"name": "corp-ca", "kind": "ClusterIssuer",
+                                                            "group": "cert-manager.io"}
+    docs = render("webhook.enabled=true", "webhook.tls.certManager.enabled=true",
+                  "webhook.tls.certManager.certificate=mine")
+    assert docs.by_kind("Certificate") == [] and docs.by_kind("Issuer") == []
+    annotations = docs.one("ValidatingWebhookConfiguration")["metadata"]["annotations"]
+    assert annotations == {"cert-manager.io/inject-ca-from": f"{NS}/mine"}
+    with pytest.raises(helm_template.Error, match="kind"):
+        helm_template(CHART, sets=["webhook.enabled=true", "webhook.tls.certManager.enabled=true",
+                                   "webhook.tls.certManager.issuerRef.name=x",
+                                   "webhook.tls.certManager.issuerRef.kind=Cluster"])

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from tests.support.helm import helm_template
 from tests.support.node import NODE, Node, NodeFactory
 
-__all__ = ["NODE", "Node", "make_node"]
+__all__ = ["NODE", "Node", "helm_template", "make_node"]
 
 
 @pytest.fixture

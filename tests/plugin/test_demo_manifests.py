@@ -19,15 +19,11 @@ from sriovdra.model import IB_DRIVER, SRIOV_DRIVER
 from tests.conftest import REPO
 from tests.support import allocator
 from tests.support.claims import IB_CLASS, VF_CLASS, ref
+from tests.support.helm import CHART
 from tests.support.waiting import wait
 
 DEMO = REPO / "demo"
 ADMIN_LABEL = "resource.kubernetes.io/admin-access"
-# The DeviceClasses the Helm chart ships (README: the drivers table); the demos bring only extra ones.
-CHART_CLASSES = {
-    name: {"apiVersion": "resource.k8s.io/v1", "kind": "DeviceClass", "metadata": {"name": name},
-           "spec": {"selectors": [{"cel": {"expression": f'device.driver == "{driver}"'}}]}}
-    for name, driver in ((VF_CLASS, SRIOV_DRIVER), (IB_CLASS, IB_DRIVER))}
 # Which demo fake host shows each scenario (demo/README.md says the same).
 HOSTS = {
     "sriov-one-vf.yaml": "ethernet-baremetal",
@@ -41,6 +37,15 @@ HOSTS = {
     "ib-test5.yaml": "infiniband-baremetal",
 }
 CDI_KIND = {SRIOV_DRIVER: "vf", IB_DRIVER: "port"}
+
+
+@pytest.fixture(scope="module")
+def chart_classes(helm_template) -> dict[str, dict]:
+    """The DeviceClasses charts/sriovdra installs (default values: both drivers); the demos bring
+    only extra ones."""
+    classes = {c["metadata"]["name"]: c for c in helm_template(CHART).by_kind("DeviceClass")}
+    assert set(classes) == {VF_CLASS, IB_CLASS}, "the demos use the chart's two classes by name"
+    return classes
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +150,7 @@ def test_cel_subset_semantics():
             allocator.parse(unsupported)
 
 
-def test_match_attribute_keeps_both_vfs_on_one_numa_node(inventory):
+def test_match_attribute_keeps_both_vfs_on_one_numa_node(inventory, chart_classes):
     """With three NUMA-0 VFs taken, ib-test4 must get two NUMA-1 VFs; without the constraint the
     first free ones (one per NUMA node) would do."""
     inv = inventory("infiniband-baremetal")
@@ -155,10 +160,10 @@ def test_match_attribute_keeps_both_vfs_on_one_numa_node(inventory):
     taken = {(IB_DRIVER, "node1", n) for n in vfs0[:3]}
     template = _of(_docs("ib-test4.yaml"), "ResourceClaimTemplate")[0]
     claim = {"metadata": {"name": "c", "namespace": "ib-test4"}, "spec": copy.deepcopy(template["spec"]["spec"])}
-    got = allocator.allocate(claim, CHART_CLASSES, devices, set(taken))["status"]["allocation"]["devices"]["results"]
+    got = allocator.allocate(claim, chart_classes, devices, set(taken))["status"]["allocation"]["devices"]["results"]
     assert {numa[r["device"]] for r in got} == {1}
     claim["spec"]["devices"].pop("constraints")
-    got = allocator.allocate(claim, CHART_CLASSES, devices, set(taken))["status"]["allocation"]["devices"]["results"]
+    got = allocator.allocate(claim, chart_classes, devices, set(taken))["status"]["allocation"]["devices"]["results"]
     assert {numa[r["device"]] for r in got} == {0, 1}
 
 
@@ -198,7 +203,7 @@ def _cdi_env(node, driver: str, uid: str) -> tuple[dict, list[str]]:
 
 
 @pytest.fixture
-def run_scenario(make_node):
+def run_scenario(make_node, chart_classes):
     """Allocates and prepares every claim of a demo file on its host; returns per claim name
     (allocated claim, CDI spec, env, published devices by name) and the node."""
     import kubernetes_validate
@@ -207,7 +212,7 @@ def run_scenario(make_node):
         docs = _docs(name)
         host = yaml.safe_load((DEMO / "hosts" / f"{HOSTS[name]}.yaml").read_text())
         node = make_node(host)
-        classes = {**CHART_CLASSES, **{c["metadata"]["name"]: c for c in _of(docs, "DeviceClass")}}
+        classes = {**chart_classes, **{c["metadata"]["name"]: c for c in _of(docs, "DeviceClass")}}
         inv = discover(HostPaths.resolve(node.host_root))
         want = {(d.driver, d.name) for d in inv.dra_devices()}
         node.start(sockets=len({driver for driver, _ in want}))

@@ -89,7 +89,7 @@ def stages(text: str) -> tuple[dict[str, str], list[Stage]]:
         elif not result:
             assert ins == "ARG", f"only ARG may come before the first FROM, got {ins}"
             name, _, value = rest.partition("=")
-            global_args[name.strip()] = value.strip()
+            global_args[name.strip()] = substitute(value.strip(), global_args)  # as docker expands ARG defaults
         else:
             result[-1].steps.append((ins, rest))
     return global_args, result
