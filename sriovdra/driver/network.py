@@ -36,6 +36,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Protocol
 
+from sriovdra import faults
 from sriovdra.checkpoint import ATTACHED, ATTACHING, PREPARED, Attachment, ClaimRecord, PreparedDevice
 from sriovdra.driver.core import DeviceError, Driver, moves_netdev
 from sriovdra.driver.ifnames import pick_names
@@ -255,6 +256,7 @@ class PodNetwork:
                 att.original = self.netlink.snapshot(dev.netdev).to_dict()
             dev.attachment = att
             slot.driver.save()  # intent: from here a crash is undone from the checkpoint
+            faults.point("attach.after-intent")
             self._vf_settings(slot, att)
             ips, routes = list(cfg.get("ips") or []), [(r["dst"], r.get("gw")) for r in cfg.get("routes") or []]
             if cfg.get("ipam"):
@@ -266,6 +268,7 @@ class PodNetwork:
                     host_name=dev.netdev if pkey is None else self._ipoib_child(slot, att, pkey), pod_name=name,
                     mtu=_netdev_mtu(slot) if apply else None, mac=cfg.get("mac"), ips=tuple(ips),
                     routes=tuple(routes)))
+                faults.point("attach.after-move")
                 att.ifindex, att.mac, att.mtu, att.ips = a.ifindex, a.mac, a.mtu, list(a.ips)
                 if apply and slot.driver.s.driver == IB_DRIVER and cfg.get("mtu") is not None:
                     att.carrier = a.carrier  # without it the kernel may still lower the MTU (see ibstatus)
@@ -309,6 +312,7 @@ class PodNetwork:
             step(f"RDMA device {att.rdma} home", lambda: self._rdma_home(att.rdma, netns), "rdma")
         if att.original:
             step(f"netdev {att.original['name']} home", lambda: self._netdev_home(att, netns, where), "original")
+            faults.point("detach.after-move-home")
         if att.ipoib_child:
             step(f"P_Key {att.ipoib_child['pkey']:#06x} child of {att.ipoib_child['parent']}",
                  lambda: self._delete_child(att, netns, where), "ipoib_child")

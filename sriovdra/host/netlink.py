@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError as _KernelError
 
+from sriovdra import faults
 from sriovdra.host import ipoib
 from sriovdra.host import netns as netns_mod
 from sriovdra.host.rtnl import RtnlError, rtnl_socket, rtnl_transact
@@ -203,6 +204,7 @@ class Netlink:
         # final rename happens inside, where a clash fails cleanly and is rolled back.
         with _step(req.host_name, "move to pod", netns):
             root.link("set", index=original.ifindex, net_ns_fd=pod_fd, ifname=progress.tmp_name)
+        faults.point("attach.after-move-to-pod")
         moved = _link_by_name(pod, progress.tmp_name)
         if moved is None:
             raise NetlinkError(req.host_name, "move to pod", netns, f"not found as {progress.tmp_name} after the move")
@@ -267,6 +269,9 @@ class Netlink:
                     link = None  # the pod's own link of that name (ours has left, or never came): never take it
                 if link is None and ifindex is not None:
                     link = _link_by_index(pod, ifindex)
+                if link is None:  # a crash between the move and the rename left it under our temporary name
+                    link = next((x for x in pod.get_links() if (x.get("ifname") or "").startswith(self._temp_prefix)
+                                 and _is_ours(x, original)), None)
                 if link is None:
                     return False
                 tmp = self._temp_name()

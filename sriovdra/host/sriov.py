@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from sriovdra import faults
 from sriovdra.host.discovery import PCI_DEVICES
 from sriovdra.host.paths import HostPaths
 from sriovdra.host.writer import Writer, errno_name, sysfs_writer
@@ -152,8 +153,10 @@ def set_num_vfs(paths: HostPaths, pf: str, wanted: int, *, autoprobe: bool | Non
         if state.numvfs:
             _write(write, base, "sriov_numvfs", "0", pf)
             zeroed = True
+            faults.point("provision.after-zero")
         if wanted:
             _write(write, base, "sriov_numvfs", str(wanted), pf)
+            faults.point("provision.after-numvfs")
             _check_count(base, pf, wanted, write)
     except SriovError as e:
         raise SriovError(f"{e}; {_undo(write, base, pf, old_probe, state.numvfs if zeroed else None)}", e.errno) \

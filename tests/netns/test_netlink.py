@@ -287,6 +287,23 @@ def test_detach_finds_the_device_by_mac_when_nothing_else_matches(nl, veth, pod)
     assert state(host_link(vf)) == (vf, 1450, "02:5d:b0:00:00:b3", False)
 
 
+def test_detach_finds_the_device_left_under_a_temporary_name(nl, veth, pod):
+    """serve killed after the move into the pod and before the rename: no pod-side ifindex was recorded."""
+    vf, _ = veth
+    before = prepare(vf, mtu=1450, mac="02:5d:b0:00:00:b4", up=True)
+    pod_fd = os.open(pod.path, os.O_RDONLY)
+    try:
+        with IPRoute() as ipr:
+            ipr.link("set", index=before.ifindex, net_ns_fd=pod_fd, ifname=nl.temp_name())
+    finally:
+        os.close(pod_fd)
+
+    assert nl.detach(pod.path, POD_NAME, before) == "restored"
+    assert state(host_link(vf)) == (vf, 1450, "02:5d:b0:00:00:b4", True)
+    with in_pod(pod) as ipr:
+        assert [x.get("ifname") for x in ipr.get_links()] == ["lo"]
+
+
 def test_detach_does_not_take_an_unrelated_link_with_the_pod_name(nl, veth, pod):
     """pod_name (often eth0) may be a real host link: never rename a link on the name alone."""
     vf, _ = veth
