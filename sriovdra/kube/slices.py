@@ -6,6 +6,10 @@ their index by the name prefix, the pool generation is bumped whenever more than
 changes or slices come and go, obsolete slices are deleted first, then changed ones updated,
 then missing ones created. A watch on the node's slices re-syncs at once when someone (the
 kubelet at its start) deletes them; a periodic resync covers a broken watch.
+
+Every (re)opened watch also re-syncs and re-reads the Node: what changed while no watch was open
+(the API server restarted, maybe with its state lost and the Node made anew) sends no event.
+Failed syncs and failed watches are retried with capped exponential backoff (sriovdra.kube.backoff).
 """
 
 from __future__ import annotations
@@ -14,7 +18,9 @@ import logging
 import threading
 import time
 
+from sriovdra import faults
 from sriovdra.kube.api import FIELD_MANAGER, ApiError, call, get_path, watch_events
+from sriovdra.kube.backoff import Backoff
 from sriovdra.model import DraDevice
 
 log = logging.getLogger(__name__)
@@ -22,6 +28,8 @@ log = logging.getLogger(__name__)
 MAX_DEVICES_PER_SLICE = 128
 RESYNC_SECONDS = 30.0
 WATCH_SECONDS = 300
+SYNC_BACKOFF = (0.5, 30.0)  # first retry, cap (seconds)
+WATCH_BACKOFF = (1.0, 16.0)
 
 
 def split(devices: list[DraDevice], size: int = MAX_DEVICES_PER_SLICE) -> list[list[dict]]:
@@ -91,7 +99,7 @@ class SlicePublisher:
     # loops
 
     def _sync_loop(self) -> None:
-        backoff = 0.5
+        backoff = Backoff(*SYNC_BACKOFF)
         while not self._stop.is_set():
             self._wake.wait(self.resync)
             self._wake.clear()
@@ -99,22 +107,29 @@ class SlicePublisher:
                 continue
             try:
                 self.sync(self._devices)
-                backoff = 0.5
+                backoff.reset()
                 self.last_error = None
                 self.synced.set()
                 self.published.set()
             except ApiError as e:
                 self.last_error = str(e)
-                log.warning("publishing %s slices failed (retry in %.1fs): %s", self.driver, backoff, e)
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, 30.0)
+                delay = backoff.next()
+                log.warning("publishing %s slices failed (retry in %.1fs): %s", self.driver, delay, e)
+                self._stop.wait(delay)
                 self._wake.set()
 
+    def _watch_opened(self, resp) -> None:
+        self._watch_resp = resp
+        self._node_uid = None  # a restarted API server may have lost the Node and made it anew (new UID)
+        self._wake.set()  # events missed while no watch was open: compare and repair
+
     def _watch_loop(self) -> None:
+        backoff = Backoff(*WATCH_BACKOFF)
         while not self._stop.is_set():
+            self._watch_resp = None
             try:
                 for event in watch_events(self.api.list_resource_slice, WATCH_SECONDS, field_selector=self.selector,
-                                          on_open=lambda r: setattr(self, "_watch_resp", r)):
+                                          on_open=self._watch_opened):
                     if self._stop.is_set():
                         return
                     if event.get("type") in ("DELETED", "MODIFIED", "ADDED", "ERROR"):
@@ -124,7 +139,9 @@ class SlicePublisher:
             except Exception as e:  # noqa: BLE001 - a broken watch must not kill the publisher
                 if not self._stop.is_set():  # closing it on stop is how it ends
                     log.warning("slice watch broke, re-watching: %s", e)
-            self._stop.wait(1.0)
+            if self._watch_resp is not None:  # it opened: the server is there, back off from the start
+                backoff.reset()
+            self._stop.wait(backoff.next())
 
     # one sync
 
@@ -172,14 +189,17 @@ class SlicePublisher:
         generation = top + 1 if bump else top
         for s in obsolete:
             self._delete(s)
+            faults.point("slices.after-delete")
         for i, s in matched.items():
             if bump or i in changed:
                 body = self._slice("", desired[i], generation, len(desired), owner, existing=s)
                 call(self.api.replace_resource_slice, s["metadata"]["name"], body, field_manager=FIELD_MANAGER)
+                faults.point("slices.after-update")
         for i in missing:
             prefix = f"{slice_prefix(i, len(desired))}-{self.driver}-{self.node}-"
             call(self.api.create_resource_slice, self._slice(prefix, desired[i], generation, len(desired), owner),
                  field_manager=FIELD_MANAGER)
+            faults.point("slices.after-create")
         if obsolete or missing or changed or bump:
             log.info("%s: pool %s generation %d, %d slice(s), %d device(s)", self.driver, self.node, generation,
                      len(desired), len(devices))

@@ -6,7 +6,14 @@ ResourceClaims (CRUD and the status subresource). Every object written is valida
 the Kubernetes 1.37 OpenAPI schema (kubernetes-validate, strict) plus the Go-only rules the
 schema lacks (names, limits, one value per attribute); an invalid write gets the 422 a real
 API server sends, and is recorded in `rejected` so tests can assert there were none.
-Faults can be injected per request (status code or delay) for the failure tests.
+Faults can be injected per request (status code, delay, a gate that holds the request, a
+connection dropped before or after the request took effect), watch streams can be dropped, and
+the server restarted on the same port with its state kept or lost, for the failure tests.
+
+Watch semantics follow the real server: without a resourceVersion (or "0") the stream starts with
+a synthetic ADDED event per existing object; from a given resourceVersion it replays the events
+after it, or sends an ERROR event with a 410 Expired Status when that version is older than the
+kept history. Every request is logged with its arrival time and answer (`log`).
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ import json
 import queue
 import re
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -71,13 +79,34 @@ def go_rules(obj: dict) -> list[str]:
     return problems
 
 
+REASONS = {400: "BadRequest", 401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 405: "MethodNotAllowed",
+           409: "Conflict", 410: "Expired", 422: "Invalid", 429: "TooManyRequests", 500: "InternalError",
+           503: "ServiceUnavailable", 504: "Timeout"}  # metav1.StatusReason of each code, as the apiserver sends it
+WATCH_HISTORY = 1000  # events kept for watches from a resourceVersion (the real watch cache keeps a window too)
+DROP = object()  # put on a watcher's queue: end its stream without the terminating chunk
+
+
 @dataclass
 class Fault:
+    """status 0: no error answer (only the delay, or the drop). drop "before": the connection closes
+    without an answer and the request has no effect; "after": it takes effect, then the answer is lost."""
+
     method: str
     path: re.Pattern
     status: int = 500
     delay: float = 0.0
     times: int = 1
+    hold: threading.Event | None = None  # the request waits until it is set
+    drop: str = ""  # "", "before" or "after"
+
+
+@dataclass
+class Request:
+    method: str
+    path: str
+    query: dict
+    time: float  # time.monotonic() at arrival
+    status: int = 0  # the answer's code; 0 while pending or when the connection was dropped
 
 
 @dataclass
@@ -88,17 +117,26 @@ class Store:
     claims: dict = field(default_factory=dict)
     nodes: dict = field(default_factory=dict)
     watchers: list = field(default_factory=list)
-    requests: list = field(default_factory=list)
+    requests: list = field(default_factory=list)  # (method, path, query)
+    log: list = field(default_factory=list)  # Request, in arrival order
     rejected: list = field(default_factory=list)
     faults: list = field(default_factory=list)
+    history: list = field(default_factory=list)  # (resourceVersion, event) of the last WATCH_HISTORY events
+    watches: int = 0  # watch streams opened so far
+    expired_before: int = 0  # watches from an older resourceVersion get 410 Expired
 
     def bump(self) -> str:
         self.rv += 1
         return str(self.rv)
 
     def emit(self, kind: str, obj: dict) -> None:
+        """Called with the lock held, after the object got its resourceVersion."""
+        event = {"type": kind, "object": copy.deepcopy(obj)}
+        self.history.append((int(obj["metadata"]["resourceVersion"]), event))
+        if len(self.history) > WATCH_HISTORY:
+            self.expired_before = self.history.pop(0)[0]
         for q in list(self.watchers):
-            q.put({"type": kind, "object": copy.deepcopy(obj)})
+            q.put(event)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -109,22 +147,47 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, *args) -> None:
         pass
 
+    _entry: Request | None = None
+    _lose_answer = False
+
     def setup(self) -> None:
         super().setup()
         # Without NODELAY every round trip waits ~40 ms for a delayed ACK.
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.server.connections.add(self.connection)
 
-    def _send(self, code: int, obj: dict) -> None:
+    def finish(self) -> None:
+        self.server.connections.discard(self.connection)
+        try:
+            super().finish()
+        except OSError:
+            pass  # dropped by a fault or a restart
+
+    def _drop_connection(self) -> None:
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    def _send(self, code: int, obj: dict, headers: dict | None = None) -> None:
+        if self._lose_answer:  # the request took effect; the client never hears of it
+            return self._drop_connection()
+        if self._entry is not None:
+            self._entry.status = code
         body = json.dumps(obj).encode()
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(body)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
         self.end_headers()
         self.wfile.write(body)
 
     def _status(self, code: int, reason: str, message: str) -> None:
-        self._send(code, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                          "message": message, "reason": reason, "code": code})
+        # the real server asks throttled and unavailable clients to come back later
+        headers = {"Retry-After": "1"} if code in (429, 503) else None
+        self._send(code, status_body(code, reason, message), headers)
 
     def _body(self) -> dict:
         n = int(self.headers.get("Content-Length", 0))
@@ -135,15 +198,23 @@ class _Handler(BaseHTTPRequestHandler):
         q = {k: v[0] for k, v in parse_qs(url.query).items()}
         st = self.store
         st.requests.append((method, url.path, q))
-        for f in list(st.faults):
-            if f.method == method and f.path.search(url.path) and f.times > 0:
-                f.times -= 1
-                if f.delay:
-                    time.sleep(f.delay)
-                if f.status:
-                    self._body() if method in ("POST", "PUT", "PATCH") else None
-                    return self._status(f.status, "InternalError" if f.status >= 500 else "Injected",
-                                        f"injected fault {f.status}")
+        self._entry = Request(method, url.path, q, time.monotonic())
+        self._lose_answer = False
+        st.log.append(self._entry)
+        fault = self._fault(method, url.path)
+        if fault is not None:
+            if fault.hold is not None:
+                fault.hold.wait()
+            if fault.delay:
+                time.sleep(fault.delay)
+            if fault.drop == "before":
+                self._body() if method in ("POST", "PUT", "PATCH", "DELETE") else None
+                return self._drop_connection()
+            self._lose_answer = fault.drop == "after"
+            if fault.status:
+                self._body() if method in ("POST", "PUT", "PATCH", "DELETE") else None
+                return self._status(fault.status, REASONS.get(fault.status, "InternalError"),
+                                    f"injected fault {fault.status}")
         if m := NODES.match(url.path):
             node = st.nodes.get(m["name"])
             return self._send(200, node) if node else self._status(404, "NotFound", f'nodes "{m["name"]}" not found')
@@ -152,6 +223,14 @@ class _Handler(BaseHTTPRequestHandler):
         if m := CLAIMS.match(url.path):
             return self._claims(method, m["ns"], m["name"], bool(m["status"]))
         self._status(404, "NotFound", f"the server could not find the requested resource ({url.path})")
+
+    def _fault(self, method: str, path: str) -> Fault | None:
+        with self.store.lock:  # concurrent requests must not both take the last of `times`
+            for f in self.store.faults:
+                if f.method == method and f.path.search(path) and f.times > 0:
+                    f.times -= 1
+                    return f
+        return None
 
     def do_GET(self):  # noqa: N802
         self._route("GET")
@@ -186,7 +265,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _slices(self, method: str, name: str | None, q: dict) -> None:
         st = self.store
         if method == "GET" and name is None and q.get("watch", "false") in TRUE:
-            return self._watch(float(q.get("timeoutSeconds", "30")), q.get("fieldSelector", ""))
+            return self._watch(float(q.get("timeoutSeconds", "30")), q.get("fieldSelector", ""),
+                               q.get("resourceVersion", ""))
         with st.lock:
             if method == "GET" and name is None:
                 items = [o for o in st.slices.values() if _selected(o, q.get("fieldSelector", ""))]
@@ -216,7 +296,7 @@ class _Handler(BaseHTTPRequestHandler):
                 old = st.slices.get(name)
                 if old is None:
                     return self._status(404, "NotFound", f'resourceslices.resource.k8s.io "{name}" not found')
-                if o.get("metadata", {}).get("resourceVersion") != old["metadata"]["resourceVersion"]:
+                if o.get("metadata", {}).get("resourceVersion") not in (None, "", old["metadata"]["resourceVersion"]):
                     return self._status(409, "Conflict", f'Operation cannot be fulfilled on resourceslices '
                                         f'"{name}": the object has been modified; please apply your changes '
                                         'to the latest version and try again')
@@ -239,6 +319,7 @@ class _Handler(BaseHTTPRequestHandler):
                         return self._status(409, "Conflict", f"Precondition failed: {key} in precondition: "
                                             f"{pre[key]}, {key} in object meta: {o['metadata'][key]}")
                 del st.slices[name]
+                o["metadata"]["resourceVersion"] = st.bump()  # a deletion is a change with its own version
                 st.emit("DELETED", o)
                 return self._send(200, o)  # the real API server returns the deleted ResourceSlice
         self._status(405, "MethodNotAllowed", method)
@@ -255,7 +336,7 @@ class _Handler(BaseHTTPRequestHandler):
                 body = self._body()
                 if o is None:
                     return self._status(404, "NotFound", f'resourceclaims.resource.k8s.io "{name}" not found')
-                if body.get("metadata", {}).get("resourceVersion") != o["metadata"]["resourceVersion"]:
+                if body.get("metadata", {}).get("resourceVersion") not in (None, "", o["metadata"]["resourceVersion"]):
                     return self._status(409, "Conflict", f'Operation cannot be fulfilled on resourceclaims '
                                         f'"{name}": the object has been modified')
                 new = copy.deepcopy(o)
@@ -268,9 +349,27 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._send(200, new)
         self._status(405, "MethodNotAllowed", f"{method} {'status' if status else ''}")
 
-    def _watch(self, timeout: float, selector: str) -> None:
+    def _watch(self, timeout: float, selector: str, rv: str) -> None:
         q: queue.Queue = queue.Queue()
-        self.store.watchers.append(q)
+        st = self.store
+        with st.lock:  # the starting state and the registration are one step: no event falls between
+            if rv in ("", "0"):
+                for o in st.slices.values():
+                    q.put({"type": "ADDED", "object": copy.deepcopy(o)})
+            elif not rv.isdigit():
+                return self._status(400, "BadRequest", f"invalid resourceVersion {rv!r}")
+            elif int(rv) < st.expired_before:
+                q.put({"type": "ERROR", "object": status_body(
+                    410, "Expired", f"too old resource version: {rv} ({st.expired_before})")})
+                q.put(DROP)
+            else:
+                for version, event in st.history:
+                    if version > int(rv):
+                        q.put(event)
+            st.watchers.append(q)
+            st.watches += 1
+        if self._entry is not None:
+            self._entry.status = 200
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
         self.send_header("Transfer-Encoding", "chunked")
@@ -287,13 +386,22 @@ class _Handler(BaseHTTPRequestHandler):
                     ev = q.get(timeout=0.1)
                 except queue.Empty:
                     continue
-                if _selected(ev["object"], selector):
+                if ev is DROP:  # mid-stream, as a broken connection or an apiserver going away looks
+                    return self._drop_connection()
+                if ev["type"] == "ERROR" or _selected(ev["object"], selector):
                     chunk(json.dumps(ev).encode() + b"\n")
             chunk(b"")
         except OSError:
             pass
         finally:
-            self.store.watchers.remove(q)
+            with st.lock:
+                st.watchers.remove(q)
+
+
+def status_body(code: int, reason: str, message: str) -> dict:
+    """A metav1.Status as the apiserver sends with every error."""
+    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message,
+            "reason": reason, "code": code}
 
 
 def _status_rules(claim: dict) -> str | None:
@@ -317,15 +425,42 @@ def _selected(obj: dict, selector: str) -> bool:
     return True
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True  # a restart binds the same port while old connections are in TIME_WAIT
+
+    def __init__(self, address, handler) -> None:
+        super().__init__(address, handler)
+        self.stopping = False
+        self.connections: set[socket.socket] = set()
+
+    def handle_error(self, request, client_address) -> None:
+        if not isinstance(sys.exc_info()[1], OSError):  # connections cut by faults and restarts are expected
+            super().handle_error(request, client_address)
+
+
 class ApiServer:
     """Start with `with ApiServer() as api:`; api.kubeconfig(path) writes a kubeconfig for it."""
 
     def __init__(self, validate: bool = True) -> None:
         self.store = Store()
-        handler = type("Handler", (_Handler,), {"store": self.store, "validate": validate})
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.httpd.daemon_threads = True
-        self.httpd.stopping = False
+        self._validate = validate
+        self.restarts = 0
+        self._listen(0)
+
+    @property
+    def validate(self) -> bool:
+        return self._validate
+
+    @validate.setter
+    def validate(self, on: bool) -> None:
+        """Off where the stand-in's own cost would be measured (schema validation takes ~60 ms a write)."""
+        self._validate = on
+        self.httpd.RequestHandlerClass.validate = on
+
+    def _listen(self, port: int) -> None:
+        handler = type("Handler", (_Handler,), {"store": self.store, "validate": self._validate})
+        self.httpd = _Server(("127.0.0.1", port), handler)
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
 
     @property
@@ -337,9 +472,45 @@ class ApiServer:
         return self
 
     def __exit__(self, *exc) -> None:
+        self._stop()
+
+    def _stop(self) -> None:
+        """Stop listening and cut every open connection (watches included), as a dying process does."""
         self.httpd.stopping = True
         self.httpd.shutdown()
         self.httpd.server_close()
+        for conn in list(self.httpd.connections):
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def restart(self, keep_state: bool = True) -> None:
+        """Stop and start again on the same port. keep_state=False is a wiped etcd: nothing is left,
+        not even Nodes (add them again), and resourceVersions start over."""
+        port = self.httpd.server_address[1]
+        self._stop()
+        if not keep_state:
+            self.store = Store()
+        else:  # what the old process had in memory, not in etcd
+            with self.store.lock:
+                self.store.watchers.clear()
+                self.store.faults.clear()
+        self.restarts += 1
+        self._listen(port)
+        self.thread.start()
+
+    def drop_watches(self) -> int:
+        """End every open watch stream abruptly (no terminating chunk); returns how many."""
+        with self.store.lock:
+            watchers = list(self.store.watchers)
+        for q in watchers:
+            q.put(DROP)
+        return len(watchers)
+
+    def watching(self) -> int:
+        with self.store.lock:
+            return len(self.store.watchers)
 
     def kubeconfig(self, path: str) -> str:
         with open(path, "w") as f:
@@ -379,7 +550,22 @@ class ApiServer:
         """What the kubelet does at its start (DeleteCollection by node)."""
         with self.store.lock:
             for name in list(self.store.slices):
-                self.store.emit("DELETED", self.store.slices.pop(name))
+                o = self.store.slices.pop(name)
+                o["metadata"]["resourceVersion"] = self.store.bump()
+                self.store.emit("DELETED", o)
 
-    def inject(self, method: str, path: str, status: int = 500, delay: float = 0.0, times: int = 1) -> None:
-        self.store.faults.append(Fault(method, re.compile(path), status, delay, times))
+    def inject(self, method: str, path: str, status: int = 500, delay: float = 0.0, times: int = 1,
+               hold: threading.Event | None = None, drop: str = "") -> Fault:
+        """The next `times` requests of `method` whose path matches the regex `path` get the fault
+        (see Fault). Returns it: `fault.times` says how many are left."""
+        if drop not in ("", "before", "after"):
+            raise ValueError(f"drop={drop!r}: one of '', 'before', 'after'")
+        fault = Fault(method, re.compile(path), status, delay, times, hold, drop)
+        with self.store.lock:
+            self.store.faults.append(fault)
+        return fault
+
+    def requests_to(self, method: str, path: str) -> list[Request]:
+        """The logged requests of `method` whose path matches the regex `path`, in arrival order."""
+        pattern = re.compile(path)
+        return [r for r in list(self.store.log) if r.method == method and pattern.search(r.path)]
