@@ -34,6 +34,15 @@ class ConfigError(ValueError):
     """An opaque config is invalid; str() names the kind and field, e.g. 'VfConfig.mtu: ...'."""
 
 
+SHOWN = 60  # characters of a refused value quoted in a message: a 1 MB string must not become a 1 MB error
+
+
+def show(value: Any) -> str:
+    """repr() of a refused value for a message, cut to SHOWN characters (claim status and events carry it)."""
+    text = repr(value)
+    return text if len(text) <= SHOWN else f"{text[:SHOWN]}... ({len(text)} characters)"
+
+
 def _type_name(value: Any) -> str:
     return {bool: "a boolean", int: "an integer", str: "a string", list: "a list", dict: "an object"}.get(
         type(value), type(value).__name__)
@@ -53,7 +62,7 @@ class _Fields:
         if value is None:
             return None
         if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
-            raise self.error(name, f"expected {_type_name(kind())}, got {_type_name(value)} {value!r}")
+            raise self.error(name, f"expected {_type_name(kind())}, got {_type_name(value)} {show(value)}")
         return value
 
     def int_range(self, name: str, lo: int, hi: int, fmt: str = "{}") -> int | None:
@@ -65,7 +74,7 @@ class _Fields:
     def pattern(self, name: str, regex: re.Pattern, what: str) -> str | None:
         value = self.get(name, str)
         if value is not None and not regex.match(value):
-            raise self.error(name, f"{value!r} is not {what}")
+            raise self.error(name, f"{show(value)} is not {what}")
         return value
 
 
@@ -75,15 +84,17 @@ def _check_header(params: Any, api_version: str, kind: str) -> dict:
     got_api, got_kind = params.get("apiVersion"), params.get("kind")
     if got_api != api_version or got_kind != kind:
         raise ConfigError(f"parameters: expected apiVersion {api_version} and kind {kind}, "
-                          f"got apiVersion {got_api!r} and kind {got_kind!r}")
+                          f"got apiVersion {show(got_api)} and kind {show(got_kind)}")
     return params
 
 
 def _check_unknown(params: dict, cls: type, kind: str) -> None:
     known = {f.metadata["json"] for f in dataclasses.fields(cls)} | {"apiVersion", "kind"}
-    unknown = sorted(set(params) - known)
+    unknown = sorted(str(k) for k in set(params) - known)
     if unknown:
-        raise ConfigError(f"{kind}: unknown field(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+        names = ", ".join(k if len(k) <= SHOWN else show(k) for k in unknown[:10])
+        more = f" and {len(unknown) - 10} more" if len(unknown) > 10 else ""
+        raise ConfigError(f"{kind}: unknown field(s) {names}{more} (known: {', '.join(sorted(known))})")
 
 
 def _json(name: str, **kw) -> Any:
@@ -176,10 +187,10 @@ def decode_vf_config(params: Any) -> VfConfig:
     f = _Fields("VfConfig", params)
     driver = f.get("driver", str)
     if driver not in (None, "", "default") and not _KERNEL_DRIVER.match(driver):
-        raise f.error("driver", f"{driver!r} is not a kernel driver name (use vfio-pci, default or e.g. mlx5_core)")
+        raise f.error("driver", f"{show(driver)} is not a kernel driver name (use vfio-pci, default or e.g. mlx5_core)")
     if_name = f.pattern("ifName", _IFNAME, "a Linux interface name (1-15 characters, no '/', ':' or spaces)")
     if if_name in (".", ".."):
-        raise f.error("ifName", f"{if_name!r} is not a Linux interface name")
+        raise f.error("ifName", f"{show(if_name)} is not a Linux interface name")
     if if_name in RESERVED_IFNAMES:
         raise f.error("ifName", f"{if_name!r} is {RESERVED_IFNAMES[if_name]}; pick another name, e.g. net1")
     mac = f.pattern("mac", _MAC, "a MAC address like 02:00:00:00:00:01")
@@ -189,10 +200,10 @@ def decode_vf_config(params: Any) -> VfConfig:
             raise f.error("mac", f"{mac} is not a unicast address")
     vlan_proto = f.get("vlanProto", str)
     if vlan_proto not in (None, "802.1Q", "802.1ad"):
-        raise f.error("vlanProto", f"expected 802.1Q or 802.1ad, got {vlan_proto!r}")
+        raise f.error("vlanProto", f"expected 802.1Q or 802.1ad, got {show(vlan_proto)}")
     link_state = f.get("linkState", str)
     if link_state not in (None, "auto", "enable", "disable"):
-        raise f.error("linkState", f"expected auto, enable or disable, got {link_state!r}")
+        raise f.error("linkState", f"expected auto, enable or disable, got {show(link_state)}")
     min_rate, max_rate = f.int_range("minTxRate", 0, 10**7), f.int_range("maxTxRate", 0, 10**7)
     if min_rate and max_rate and min_rate > max_rate:
         raise f.error("minTxRate", f"{min_rate} is above maxTxRate {max_rate}")
@@ -234,9 +245,9 @@ def _ips(f: _Fields) -> tuple[str, ...] | None:
         try:
             iface = ipaddress.ip_interface(v)
         except ValueError:
-            raise f.error(f"ips[{i}]", f"{v!r} is not an address in CIDR form like 192.0.2.5/24") from None
+            raise f.error(f"ips[{i}]", f"{show(v)} is not an address in CIDR form like 192.0.2.5/24") from None
         if "/" not in v:
-            raise f.error(f"ips[{i}]", f"{v!r} has no prefix length (CIDR form like 192.0.2.5/24)")
+            raise f.error(f"ips[{i}]", f"{show(v)} has no prefix length (CIDR form like 192.0.2.5/24)")
         out.append(str(iface))
     if len(set(out)) != len(out):
         raise f.error("ips", "addresses must be unique")
@@ -252,19 +263,24 @@ def _routes(f: _Fields) -> tuple[Route, ...] | None:
         where = f"routes[{i}]"
         if not isinstance(r, dict):
             raise f.error(where, f"expected an object with dst and optional gw, got {_type_name(r)}")
-        unknown = sorted(set(r) - {"dst", "gw"})
+        unknown = sorted(str(k) for k in set(r) - {"dst", "gw"})
         if unknown:
-            raise f.error(where, f"unknown field(s) {', '.join(unknown)}")
+            raise f.error(where, f"unknown field(s) {', '.join(show(k)[1:-1] for k in unknown)}")
+        dst, gw = r.get("dst"), r.get("gw")
+        # ipaddress takes ints too (5 -> 0.0.0.5): a route is text in CIDR form, nothing else
         try:
-            dst = str(ipaddress.ip_network(r.get("dst"), strict=False))
-        except (TypeError, ValueError):
-            raise f.error(f"{where}.dst", f"{r.get('dst')!r} is not a network like 10.0.0.0/8") from None
-        gw = r.get("gw")
+            if not isinstance(dst, str):
+                raise ValueError
+            dst = str(ipaddress.ip_network(dst, strict=False))
+        except ValueError:
+            raise f.error(f"{where}.dst", f"{show(dst)} is not a network like 10.0.0.0/8") from None
         if gw is not None:
             try:
+                if not isinstance(gw, str):
+                    raise ValueError
                 gw = str(ipaddress.ip_address(gw))
             except ValueError:
-                raise f.error(f"{where}.gw", f"{gw!r} is not an IP address") from None
+                raise f.error(f"{where}.gw", f"{show(gw)} is not an IP address") from None
         out.append(Route(dst=dst, gw=gw))
     return tuple(out)
 

@@ -88,10 +88,19 @@ def _check_keys(obj: Any, allowed: set[str], where: str) -> dict:
         return {}
     if not isinstance(obj, dict):
         raise FakeHostError(f"{where}: expected a mapping, got {type(obj).__name__}")
-    unknown = sorted(set(obj) - allowed)
+    unknown = sorted(map(str, set(obj) - allowed))  # YAML keys may be numbers, null, ...
     if unknown:
-        raise FakeHostError(f"{where}: unknown field(s) {', '.join(map(str, unknown))}")
+        raise FakeHostError(f"{where}: unknown field(s) {', '.join(_show(k)[1:-1] for k in unknown[:10])}")
     return obj
+
+
+_SHOWN = 60  # characters of a refused value quoted in a message
+_INT_RANGE = (-(2**31), 2**32)  # every number of a host description (sizes, IDs, counters) fits
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= _SHOWN else f"{text[:_SHOWN]}... ({len(text)} characters)"
 
 
 def _get(obj: dict, key: str, kind: type | tuple, where: str, default: Any = None) -> Any:
@@ -100,8 +109,27 @@ def _get(obj: dict, key: str, kind: type | tuple, where: str, default: Any = Non
         return default
     if kind is int and isinstance(value, bool) or not isinstance(value, kind):
         name = kind.__name__ if isinstance(kind, type) else "/".join(k.__name__ for k in kind)
-        raise FakeHostError(f"{where}.{key}: expected {name}, got {value!r}")
+        raise FakeHostError(f"{where}.{key}: expected {name}, got {_show(value)}")
+    if isinstance(value, int) and not _INT_RANGE[0] <= value < _INT_RANGE[1]:
+        raise FakeHostError(f"{where}.{key}: {_show(value)} is out of range")
     return value
+
+
+def _component(value: str, where: str) -> str:
+    """A name that becomes one path component of the tree (a driver, netdev, RDMA device, module):
+    never a way out of it, never a name the kernel could not have."""
+    too_long = len(value.encode("utf-8", "replace")) > 255
+    if not value or value in (".", "..") or "/" in value or "\x00" in value or too_long:
+        raise FakeHostError(f"{where}: {_show(value)} is not a file name (no '/', NUL, '.' or '..'; 1-255 bytes)")
+    return value
+
+
+def _name(obj: dict, key: str, where: str, default: str | None = None, *, empty: bool = False) -> str | None:
+    """A string field used as a path component; empty=True allows "" (an unbound function's driver)."""
+    value = _get(obj, key, str, where, default)
+    if value is None or (empty and value == ""):
+        return value
+    return _component(value, f"{where}.{key}")
 
 
 def _hexid(obj: dict, key: str, where: str, default: str | None) -> str | None:
@@ -110,14 +138,14 @@ def _hexid(obj: dict, key: str, where: str, default: str | None) -> str | None:
         return None
     text = str(value).lower().removeprefix("0x")
     if not text or any(c not in "0123456789abcdef" for c in text):
-        raise FakeHostError(f"{where}.{key}: expected a hex ID, got {value!r}")
+        raise FakeHostError(f"{where}.{key}: expected a hex ID, got {_show(value)}")
     return text
 
 
 def _guid(obj: dict, key: str, where: str, default: str | None = None) -> str | None:
     value = _get(obj, key, str, where, default)
-    if value is not None and not _GUID.match(value):
-        raise FakeHostError(f"{where}.{key}: expected a GUID like 0c42:a103:0065:8f2a, got {value!r}")
+    if value is not None and not _GUID.fullmatch(value):
+        raise FakeHostError(f"{where}.{key}: expected a GUID like 0c42:a103:0065:8f2a, got {_show(value)}")
     return value
 
 
@@ -131,7 +159,7 @@ def _pkeys(port: dict, where: str) -> list[int]:
         except ValueError:
             pkey = None
         if isinstance(pkey, bool) or not isinstance(pkey, int) or not 0 <= pkey <= 0xFFFF:
-            raise FakeHostError(f"{where}.pkeys[{i}]: expected a 16-bit P_Key like 0x8001, got {raw!r}")
+            raise FakeHostError(f"{where}.pkeys[{i}]: expected a 16-bit P_Key like 0x8001, got {_show(raw)}")
         table.append(pkey)
     return table
 
@@ -142,9 +170,9 @@ def _parse_bdf(text: Any, where: str) -> tuple[int, int, int, int]:
         dev, fn = devfn.split(".")
         d, b, v, f = int(dom, 16), int(bus, 16), int(dev, 16), int(fn, 16)
     except ValueError:
-        raise FakeHostError(f"{where}.pci: expected a PCI address like 0000:3b:00.0, got {text!r}") from None
-    if b > 0xFF or v > 0x1F or f > 7:
-        raise FakeHostError(f"{where}.pci: {text!r} is out of range")
+        raise FakeHostError(f"{where}.pci: expected a PCI address like 0000:3b:00.0, got {_show(text)}") from None
+    if not (0 <= d <= 0xFFFF and 0 <= b <= 0xFF and 0 <= v <= 0x1F and 0 <= f <= 7):
+        raise FakeHostError(f"{where}.pci: {_show(text)} is out of range")
     return d, b, v, f
 
 
@@ -220,7 +248,8 @@ class _Builder:
         self.spec = _check_keys(spec, {"description", "host", "pfs", "functions"}, "host description")
         self.t = _Tree(root)
         self.host = _check_keys(self.spec.get("host"), _HOST_KEYS, "host")
-        self.modules: list[str] = list(_get(self.host, "modules", list, "host", []))
+        self.modules: list[str] = [_component(m if isinstance(m, str) else "", f"host.modules[{i}]")
+                                   for i, m in enumerate(_get(self.host, "modules", list, "host", []))]
         self.iommu = _get(self.host, "iommu", bool, "host", True)
         self.noiommu = _get(self.host, "noiommu", bool, "host", False)
         self.counters = {"ifindex": 2, "iommu": 10, "uverbs": 0, "mad": 0, "rdma": 0, "virtio": 0}
@@ -229,7 +258,7 @@ class _Builder:
         self.any_rdma = False
         dev_nodes = _get(self.host, "devNodes", str, "host", "file")
         if dev_nodes not in ("file", "null-char"):
-            raise FakeHostError(f"host.devNodes: expected file or null-char, got {dev_nodes!r}")
+            raise FakeHostError(f"host.devNodes: expected file or null-char, got {_show(dev_nodes)}")
         self.t.char_nodes = dev_nodes == "null-char"
 
     @classmethod
@@ -251,7 +280,7 @@ class _Builder:
     def build(self) -> None:
         kind = _get(self.host, "kind", str, "host", "baremetal")
         if kind not in ("baremetal", "vm"):
-            raise FakeHostError(f"host.kind: expected baremetal or vm, got {kind!r}")
+            raise FakeHostError(f"host.kind: expected baremetal or vm, got {_show(kind)}")
         self._host_identity(kind)
         self.t.mkdir("sys/bus/pci/devices")
         self.t.mkdir("sys/kernel/iommu_groups")
@@ -307,7 +336,7 @@ class _Builder:
         mode = self.host.get("rdmaNetnsMode")
         if mode is not None:
             if mode not in ("shared", "exclusive"):
-                raise FakeHostError(f"host.rdmaNetnsMode: expected shared or exclusive, got {mode!r}")
+                raise FakeHostError(f"host.rdmaNetnsMode: expected shared or exclusive, got {_show(mode)}")
             self.t.write("sys/module/ib_core/parameters/netns_mode", "Y" if mode == "shared" else "N")
         if self.any_rdma:
             self.t.write("sys/class/infiniband_verbs/abi_version", 6)
@@ -362,30 +391,30 @@ class _Builder:
         address = _bdf(dom, bus, dev, fn)
         link = _get(spec, "link", str, where, "ethernet")
         if link not in _LINKS:
-            raise FakeHostError(f"{where}.link: expected ethernet or infiniband, got {link!r}")
+            raise FakeHostError(f"{where}.link: expected ethernet or infiniband, got {_show(link)}")
         parent_dir = self._parent_dir(spec, where, dom, bus)
         vendor = _hexid(spec, "vendor", where, "15b3")
         fnspec = {
             "address": address, "dir": f"{parent_dir}/{address}", "vendor": vendor,
             "device": _hexid(spec, "device", where, "101d" if link == "ethernet" else "101b"),
             "class": _hexid(spec, "class", where, "020000" if link == "ethernet" else "020700"),
-            "driver": _get(spec, "driver", str, where, "mlx5_core"),
+            "driver": _name(spec, "driver", where, "mlx5_core", empty=True),
             "numa": _get(spec, "numa", int, where, -1),
             "link": link,
-            "netdev": _get(spec, "netdev", str, where),
+            "netdev": _name(spec, "netdev", where),
             "mac": _get(spec, "mac", str, where),
             "mtu": _get(spec, "mtu", int, where, 1500 if link == "ethernet" else 2044),
             "speed": _get(spec, "speed", int, where, 100000),
             "operstate": _get(spec, "operstate", str, where, "up"),
             "rdma": _get(spec, "rdma", bool, where, link == "infiniband"),
-            "rdmaName": _get(spec, "rdmaName", str, where),
+            "rdmaName": _name(spec, "rdmaName", where),
             "firmware": str(spec.get("firmware", "22.39.1002")),
             "guid": _guid(spec, "guid", where),
             "ports": self._ports(spec.get("ports", 1), where, link),
         }
         eswitch = _get(spec, "eswitch", str, where)
         if eswitch not in (None, "legacy", "switchdev"):
-            raise FakeHostError(f"{where}.eswitch: expected legacy or switchdev, got {eswitch!r}")
+            raise FakeHostError(f"{where}.eswitch: expected legacy or switchdev, got {_show(eswitch)}")
         fnspec["defaultDriver"] = _default_driver(fnspec["driver"])
         self._pci_function(fnspec)
         if fnspec["netdev"] and eswitch and _get(spec, "eswitchCompat", bool, where, False):
@@ -406,26 +435,28 @@ class _Builder:
             rdom, rbus = root.removeprefix("pci").split(":")
             rd, rb = int(rdom, 16), int(rbus, 16)
         except ValueError:
-            raise FakeHostError(f"{where}.pcieRoot: expected pci<domain>:<bus>, got {root!r}") from None
+            raise FakeHostError(f"{where}.pcieRoot: expected pci<domain>:<bus>, got {_show(root)}") from None
         if (rd, rb) == (dom, bus):
             return f"sys/devices/{root}"
         return f"sys/devices/{root}/{_bdf(rd, rb, 0, 0)}"  # the root port above the device
 
     def _ports(self, value: Any, where: str, link: str) -> list[dict]:
         if isinstance(value, int) and not isinstance(value, bool):
+            if not 0 <= value <= 255:  # IB port numbers are u8
+                raise FakeHostError(f"{where}.ports: expected 0-255 ports, got {value}")
             value = [{} for _ in range(value)]
         if not isinstance(value, list):
-            raise FakeHostError(f"{where}.ports: expected a count or a list of ports, got {value!r}")
+            raise FakeHostError(f"{where}.ports: expected a count or a list of ports, got {_show(value)}")
         ports = []
         for i, p in enumerate(value):
             pw = f"{where}.ports[{i}]"
             p = _check_keys(p, _PORT_KEYS, pw)
             state = _get(p, "state", str, pw, "Active")
             if state not in _PORT_STATE_NUM:
-                raise FakeHostError(f"{pw}.state: expected one of {', '.join(_PORT_STATE_NUM)}, got {state!r}")
+                raise FakeHostError(f"{pw}.state: expected one of {', '.join(_PORT_STATE_NUM)}, got {_show(state)}")
             phys = _get(p, "physState", str, pw, "LinkUp" if state != "Down" else "Disabled")
             if phys not in _PHYS_STATE_NUM:
-                raise FakeHostError(f"{pw}.physState: expected one of {', '.join(_PHYS_STATE_NUM)}, got {phys!r}")
+                raise FakeHostError(f"{pw}.physState: expected one of {', '.join(_PHYS_STATE_NUM)}, got {_show(phys)}")
             ports.append({
                 "state": state, "physState": phys,
                 "rate": _get(p, "rate", str, pw, "100 Gb/sec (4X EDR)"),
@@ -561,6 +592,8 @@ class _Builder:
         """Write the PF's SR-IOV files and its first `count` VFs; returns what makes any VF later."""
         count = _get(vfs, "count", int, where, 0)
         total = _get(vfs, "total", int, where, count)
+        if not 0 <= total <= 0xFFFF:  # the SR-IOV capability's TotalVFs is 16-bit
+            raise FakeHostError(f"{where}.total: must be between 0 and 65535, got {total}")
         if not 0 <= count <= total:
             raise FakeHostError(f"{where}.count: must be between 0 and total ({total}), got {count}")
         offset = _get(vfs, "offset", int, where, 1)
@@ -581,13 +614,13 @@ class _Builder:
         overrides = _get(vfs, "overrides", dict, where, {})
         for key in overrides:  # up to total: VFs that a later sriov_numvfs write creates get theirs too
             if not isinstance(key, int) or not 0 <= key < total:
-                raise FakeHostError(f"{where}.overrides: key {key!r} is not a VF index below total ({total})")
+                raise FakeHostError(f"{where}.overrides: key {_show(key)} is not a VF index below total ({total})")
         guids = _get(vfs, "guids", str, where, "derived")
         if guids not in ("derived", "zero"):
-            raise FakeHostError(f"{where}.guids: expected derived or zero, got {guids!r}")
+            raise FakeHostError(f"{where}.guids: expected derived or zero, got {_show(guids)}")
         defaults = {
-            "driver": _get(vfs, "driver", str, where, pf["driver"]),
-            "netdevPrefix": _get(vfs, "netdevPrefix", str, where, f"{pf['netdev']}v" if pf["netdev"] else None),
+            "driver": _name(vfs, "driver", where, pf["driver"], empty=True),
+            "netdevPrefix": _name(vfs, "netdevPrefix", where, f"{pf['netdev']}v" if pf["netdev"] else None),
             "portState": _get(vfs, "portState", str, where, pf["ports"][0]["state"] if pf["ports"] else "Active"),
             "numa": _get(vfs, "numa", int, where, pf["numa"]),
             "mtu": _get(vfs, "mtu", int, where, pf["mtu"]),
@@ -628,11 +661,12 @@ class _Builder:
         dom, bus, dev, fn = pf_bdf
         devfn = (dev << 3 | fn) + routing_offset
         address = _bdf(dom, bus + (devfn >> 8), (devfn >> 3) & 0x1F, devfn & 7)
-        driver = _get(ow, "driver", str, where, defaults["driver"])
+        driver = _name(ow, "driver", where, defaults["driver"], empty=True)
         kernel_netdev = driver not in ("", "vfio-pci")  # unbound and vfio-pci VFs have no netdev
         port_state = _get(ow, "portState", str, where, defaults["portState"])
         if port_state not in _PORT_STATE_NUM:
-            raise FakeHostError(f"{where}.portState: expected one of {', '.join(_PORT_STATE_NUM)}, got {port_state!r}")
+            raise FakeHostError(f"{where}.portState: expected one of {', '.join(_PORT_STATE_NUM)}, "
+                                f"got {_show(port_state)}")
         active_ib = pf["link"] == "infiniband" and port_state == "Active"
         ports = [dict(p, state=port_state, physState="LinkUp" if port_state != "Down" else "Disabled",
                       lid=p["lid"] + 0x100 + i if active_ib else 0)
@@ -673,9 +707,9 @@ def _probe(vfs: dict, where: str) -> str | float:
     value = vfs.get("probe", "immediate")
     if value in ("immediate", "never"):
         return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0:
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < 86400:
         return float(value)
-    raise FakeHostError(f"{where}.probe: expected immediate, never or a number of seconds > 0, got {value!r}")
+    raise FakeHostError(f"{where}.probe: expected immediate, never or a number of seconds > 0, got {_show(value)}")
 
 
 def _enable_limit(vfs: dict, where: str) -> int | None:
@@ -683,7 +717,7 @@ def _enable_limit(vfs: dict, where: str) -> int | None:
     succeeds (sriov_numvfs_store only warns "%d VFs requested; only %d enabled")."""
     limit = vfs.get("enableLimit")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise FakeHostError(f"{where}.enableLimit: expected a number of VFs of at least 1, got {limit!r}")
+        raise FakeHostError(f"{where}.enableLimit: expected a number of VFs of at least 1, got {_show(limit)}")
     return limit
 
 
@@ -696,7 +730,7 @@ def _enable_error(vfs: dict, where: str) -> dict | None:
     spec = _check_keys(spec, _ENABLE_ERROR_KEYS, f"{where}.enableError")
     name = _get(spec, "errno", str, f"{where}.enableError", "ENOMEM")
     if not hasattr(errno, name) or not name.startswith("E"):
-        raise FakeHostError(f"{where}.enableError.errno: expected an errno name like ENOMEM, got {name!r}")
+        raise FakeHostError(f"{where}.enableError.errno: expected an errno name like ENOMEM, got {_show(name)}")
     above = _get(spec, "above", int, f"{where}.enableError", 0)
     if above < 0:
         raise FakeHostError(f"{where}.enableError.above: must be at least 0, got {above}")
@@ -1126,7 +1160,7 @@ def load_spec(path: str) -> dict:
             spec = yaml.safe_load(f)
     except OSError as e:
         raise FakeHostError(f"{path}: {e.strerror}") from None
-    except yaml.YAMLError as e:
+    except (yaml.YAMLError, ValueError) as e:  # ValueError: an integer past Python's 4300-digit limit
         raise FakeHostError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(spec, dict):
         raise FakeHostError(f"{path}: expected a mapping at the top level")

@@ -54,7 +54,9 @@ class HostLock:
         with self._mutex:
             if self._depth == 0:
                 os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
-                f = open(self.path, "a")  # noqa: SIM115 - kept open while held
+                # 0600 like the checkpoints beside it: nobody else gets to hold (or block) the host's lock
+                fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+                f = os.fdopen(fd, "a")  # noqa: SIM115 - kept open while held
                 try:
                     fcntl.flock(f, fcntl.LOCK_EX)
                 except BaseException:

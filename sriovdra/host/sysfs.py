@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import stat
 
 from sriovdra.model import Problem
 
@@ -34,9 +35,13 @@ class Sysfs:
         """The file's text without the trailing newline, or None."""
         # os.open/os.read: a third of the cost of open() on the 24k reads of a large node.
         try:
-            fd = os.open(f"{self.root}/{rel}", os.O_RDONLY | os.O_CLOEXEC)
+            # O_NONBLOCK: a FIFO (or a tty) where an attribute should be must not hang discovery
+            fd = os.open(f"{self.root}/{rel}", os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK)
             try:
                 raw = os.read(fd, 65536)
+                if not raw and not stat.S_ISREG(os.fstat(fd).st_mode):  # checked only when empty: cheap
+                    self._problem(rel, "not a regular file")
+                    return None
             finally:
                 os.close(fd)
         except FileNotFoundError:
