@@ -50,7 +50,8 @@ class ServeOptions:
     nri_plugin_name: str = "sriovdra"
     nri_plugin_index: str = "50"
     cni_bin_dirs: tuple[str, ...] = DEFAULT_CNI_BIN_DIRS
-    nri_wait_seconds: float = 2.0  # at start, before registering with the kubelet
+    nri_wait_seconds: float = 2.0  # at start, before claim calls reach the driver (and before registering
+    # with the kubelet, unless the sockets listen early: sriovdra.plugin.server, "Early registration")
     device_policy: str | None = None  # policy file (sriovdra.policy), re-read when it changes
     provision: ProvisionConfig | None = None  # --num-vfs / --provision-config: VFs made at start
     policy_poll_seconds: float = 2.0
@@ -78,8 +79,10 @@ class _Plugin:
             lock=svc.lock, policy=svc.policy)
         if svc.network:
             svc.network.drivers.append(self.driver)
-        self.board = HealthBoard(o.node_name)
-        self.server = PluginServer(self.driver, sockets, self.board, health_resend=o.health_resend_seconds)
+        early = svc.early.pop(driver_name, None)  # listening already, its gate closed (early registration)
+        self._listening = early is not None
+        self.board = early.board if early else HealthBoard(o.node_name)
+        self.server = early or PluginServer(self.driver, sockets, self.board, health_resend=o.health_resend_seconds)
         self.slices = SlicePublisher(svc.api_client, driver_name, o.node_name)
 
     def _prepared(self, rec: ClaimRecord, fresh: bool = True) -> None:
@@ -96,7 +99,10 @@ class _Plugin:
         for rec in self.driver.prepared():  # a status write may have died with the last process
             self._prepared(rec, fresh=False)
         self.slices.start()
-        self.server.start()
+        if self._listening:
+            self.server.gate.open(self.driver)  # claim calls waiting since the early start go on now
+        else:
+            self.server.start()
 
     def update(self, inv: Inventory) -> None:
         published = self.driver.published(inv)
@@ -111,10 +117,13 @@ class _Plugin:
 
 
 class Service:
-    def __init__(self, opts: ServeOptions, api_client=None) -> None:
+    def __init__(self, opts: ServeOptions, api_client=None, early: dict[str, PluginServer] | None = None) -> None:
+        """early: plugin servers already listening (sriovdra.plugin.server.listen_early), by driver;
+        each driver's gate opens once its checkpoint is loaded, as a server started here would."""
         from sriovdra.kube.api import new_api_client
 
         self.opts = opts
+        self.early = dict(early or {})
         self.api_client = api_client or new_api_client(opts.kubeconfig)
         self.claims = ApiClaimSource(self.api_client)
         self.inventory: Inventory = discover(opts.paths)
@@ -302,6 +311,8 @@ class Service:
             self.policy_file.stop()
         for plugin in self.plugins.values():
             plugin.stop()
+        for server in self.early.values():  # listening early for a driver that never loaded
+            server.stop()
         if self.nri:
             self.nri.stop()  # after the kubelet plugins: no prepare waits on it any more
         if self.network:

@@ -135,7 +135,10 @@ class Driver:
             except (OSError, cdi.CdiError, pci.PciBindError, DeviceError) as e:
                 # kept as it is: the next unprepare (or restart) tries again
                 problems.append(f"claim {rec.claim}: cannot finish the interrupted {rec.state[:-3]}: {e}")
-        self.save()
+        try:
+            self.save()
+        except OSError as e:  # a full or read-only state dir: serve what is loaded, the next change saves again
+            problems.append(f"checkpoint cannot be written: {e}")
         return problems
 
     @contextmanager
@@ -205,7 +208,9 @@ class Driver:
                         inv = self.inventory()
                     out[ref.uid] = PrepareOutcome(self._prepare_one(ref, alloc, inv, call_indexes))
                 except (ClaimError, cdi.CdiError, pci.PciBindError, OSError) as e:
-                    out[ref.uid] = PrepareOutcome([], str(e))
+                    # the kubelet shows the message without the claim: it must say which one it is
+                    message = str(e) if str(e).startswith(f"claim {ref}") else f"claim {ref}: {e}"
+                    out[ref.uid] = PrepareOutcome([], message)
                 except Exception as e:  # noqa: BLE001 - a bug must cost one claim, not the batch
                     log.exception("claim %s: prepare failed", ref)
                     out[ref.uid] = PrepareOutcome([], f"claim {ref}: internal error: {type(e).__name__}: {e}")
@@ -287,6 +292,7 @@ class Driver:
             except OSError as e:
                 log.error("claim %s: rollback could not be checkpointed: %s", ref, e)
             raise
+        faults.point("prepare.after-commit")
         call_indexes += [p.env_index for p in rec.devices if p.env_index is not None]
         return rec.devices
 
@@ -430,24 +436,43 @@ class Driver:
                 return  # no file could ever have been written for such a UID
             cdi.remove_spec(self.s.cdi_dir, name)
             return
+        before = rec.state, rec.updated
         rec.state = UNPREPARING
         rec.updated = time.time()
-        self.save()
+        try:
+            self.save()
+        except OSError:
+            rec.state, rec.updated = before  # nothing was undone: the claim stays as the checkpoint has it
+            raise
         faults.point("unprepare.after-intent")
         self._undo(rec)
+        faults.point("unprepare.after-undo")
         del self.records[ref.uid]
         self.save()
 
     def _undo(self, rec: ClaimRecord) -> None:
         """Reverse everything prepare (and attach) did for this record, last step first (idempotent).
-        A device that cannot be brought home raises DeviceError and the record stays (retried)."""
+        Every step is tried even when an earlier one fails (a read-only CDI dir must not keep a VF on
+        vfio-pci); then the first failure is raised (DeviceError, OSError, ...) and the record stays (retried)."""
+        errors: list[Exception] = []
+
+        def attempt(step: Callable[..., object], *args) -> None:
+            try:
+                step(*args)
+            except (OSError, cdi.CdiError, pci.PciBindError, DeviceError) as e:
+                errors.append(e)
+
         if rec.attached() and self.network:
-            self.network.detach_claim(self, rec)
+            attempt(self.network.detach_claim, self, rec)
         for name in rec.specs:
-            cdi.remove_spec(self.s.cdi_dir, name)
+            attempt(cdi.remove_spec, self.s.cdi_dir, name)
         for d in rec.devices:
             if rebinds(d.config.get("driver")):
-                pci.restore(self.s.paths, d.pci_address, d.original_driver)
+                attempt(pci.restore, self.s.paths, d.pci_address, d.original_driver)
+        for e in errors[1:]:
+            log.error("claim %s: undo: %s", rec.claim, e)
+        if errors:
+            raise errors[0]
 
     # --- queries -------------------------------------------------------------------------
 

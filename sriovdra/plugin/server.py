@@ -4,6 +4,13 @@ v1beta1) and device health (v1 and v1alpha1), on unix sockets under the kubelet 
 Start order (the kubelet dials the DRA socket as soon as it sees the registration socket):
 stale sockets removed -> DRA server listening -> registration server listening. Stop order is
 the reverse, registration first, so the kubelet stops sending calls before the service goes.
+
+Early registration: `serve --drivers` listens before the driver is ready (this module imports
+grpc and the protos, nothing else of ours), so the kubelet registers us while the checkpoint,
+the inventory and the API client load. Every prepare and unprepare waits at the DriverGate
+until the checkpoint is loaded and interrupted operations are finished (bounded: past it the
+claim fails with a message and the kubelet retries), so no claim call ever sees a half-started
+driver; health streams send nothing until the first inventory is known.
 """
 
 from __future__ import annotations
@@ -17,12 +24,10 @@ import time
 from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import grpc
 
-from sriovdra.claim import ClaimRef
-from sriovdra.driver.core import Driver
-from sriovdra.model import DeviceHealth
 from sriovdra.plugin.proto import (
     dra_v1_pb2,
     dra_v1_pb2_grpc,
@@ -36,6 +41,10 @@ from sriovdra.plugin.proto import (
     pluginregistration_pb2_grpc,
 )
 
+if TYPE_CHECKING:  # the driver core loads after the sockets listen (early registration)
+    from sriovdra.driver.core import Driver
+    from sriovdra.model import DeviceHealth
+
 log = logging.getLogger(__name__)
 
 # Advertised in GetInfo; v1 first: a 1.34+ kubelet takes the first token it supports.
@@ -43,6 +52,9 @@ SUPPORTED_VERSIONS = ["v1.DRAPlugin", "v1beta1.DRAPlugin", "v1.DRAResourceHealth
 MAX_SOCKET_PATH = 107  # sun_path is 108 bytes with the terminating NUL
 HEALTH_TIMEOUT_SECONDS = 30
 HEALTH_RESEND_SECONDS = 10
+# How long a claim call waits for a driver that is still starting. Well inside the kubelet's
+# per-call timeout; past it the claim fails with a message and the kubelet calls again.
+GATE_WAIT_SECONDS = 20.0
 
 
 class SocketPathError(Exception):
@@ -89,19 +101,68 @@ def _b64(raw: bytes) -> str:
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
+# --- the driver behind the sockets ----------------------------------------------------------
+
+
+class DriverUnavailable(Exception):
+    """The driver did not become ready in time; str() says which and why."""
+
+
+class DriverGate:
+    """The driver a plugin server calls: given at once, or later (early registration). Claim calls
+    wait for it, bounded."""
+
+    def __init__(self, name: str, driver: Driver | None = None) -> None:
+        self.name = name
+        self._driver = driver
+        self._ready = threading.Event()
+        if driver is not None:
+            self._ready.set()
+
+    @property
+    def ready(self) -> bool:
+        return self._driver is not None
+
+    def open(self, driver: Driver) -> None:
+        """The checkpoint is loaded and interrupted operations are finished: calls may reach it."""
+        self._driver = driver
+        self._ready.set()
+
+    def get(self, timeout: float | None = None) -> Driver:
+        """The driver, once open; DriverUnavailable after timeout (default GATE_WAIT_SECONDS)."""
+        timeout = GATE_WAIT_SECONDS if timeout is None else timeout
+        if not self._ready.wait(timeout) or self._driver is None:
+            raise DriverUnavailable(f"driver {self.name} is still starting (loading its checkpoint, the device "
+                                    f"inventory and the API client) after {timeout:g}s: try again")
+        return self._driver
+
+
 # --- DRA node service ------------------------------------------------------------------------
 
 
-def _dra_servicer(driver: Driver, pb2, base: type):
+def _claim_refs(request) -> list:
+    from sriovdra.claim import ClaimRef  # loaded by the driver core by the time a call gets here
+
+    return [ClaimRef(namespace=c.namespace, name=c.name, uid=c.uid) for c in request.claims]
+
+
+def _dra_servicer(gate: DriverGate, pb2, base: type):
     """A servicer for one DRA API version; v1 and v1beta1 differ only in Device.share_id."""
     has_share_id = "share_id" in pb2.Device.DESCRIPTOR.fields_by_name
 
     class Servicer(base):
         def NodePrepareResources(self, request, context):
-            refs = [ClaimRef(namespace=c.namespace, name=c.name, uid=c.uid) for c in request.claims]
             started = time.monotonic()
-            outcomes = driver.prepare(refs)
             response = pb2.NodePrepareResourcesResponse()
+            try:
+                driver = gate.get()
+            except DriverUnavailable as e:
+                for c in request.claims:
+                    response.claims[c.uid].error = str(e)
+                log.warning("prepare of %d claim(s): %s", len(request.claims), e)
+                return response
+            refs = _claim_refs(request)
+            outcomes = driver.prepare(refs)
             for ref in refs:
                 outcome = outcomes[ref.uid]
                 entry = response.claims[ref.uid]
@@ -119,9 +180,16 @@ def _dra_servicer(driver: Driver, pb2, base: type):
             return response
 
         def NodeUnprepareResources(self, request, context):
-            refs = [ClaimRef(namespace=c.namespace, name=c.name, uid=c.uid) for c in request.claims]
-            errors = driver.unprepare(refs)
             response = pb2.NodeUnprepareResourcesResponse()
+            try:
+                driver = gate.get()
+            except DriverUnavailable as e:
+                for c in request.claims:
+                    response.claims[c.uid].error = str(e)
+                log.warning("unprepare of %d claim(s): %s", len(request.claims), e)
+                return response
+            refs = _claim_refs(request)
+            errors = driver.unprepare(refs)
             for ref in refs:
                 entry = response.claims[ref.uid]
                 if errors[ref.uid]:
@@ -136,7 +204,8 @@ def _dra_servicer(driver: Driver, pb2, base: type):
 
 
 class HealthBoard:
-    """The latest health of every device; streams wake up when it changes."""
+    """The latest health of every device; streams wake up when it changes. Version 0: nothing known
+    yet (early registration), streams wait for the first update rather than report no devices."""
 
     def __init__(self, pool: str) -> None:
         self.pool = pool
@@ -148,7 +217,7 @@ class HealthBoard:
 
     def update(self, devices: list[DeviceHealth]) -> None:
         with self._cond:
-            if devices != self._devices:
+            if devices != self._devices or self._version == 0:
                 self._devices = list(devices)
                 self._version += 1
                 self._cond.notify_all()
@@ -194,8 +263,8 @@ def _health_servicer(board: HealthBoard, pb2, base: type, resend: float, streams
                 seen, devices, closed, woken = board.wait(seen, resend if seen >= 0 else 0)
                 if closed:
                     return
-                if woken:
-                    continue  # some stream was cancelled: re-check ours
+                if woken or seen == 0:
+                    continue  # some stream was cancelled: re-check ours; or nothing known yet
                 now = int(time.time())
                 yield pb2.NodeWatchResourcesResponse(devices=[
                     pb2.DeviceHealth(device=pb2.DeviceIdentifier(pool_name=board.pool, device_name=d.device),
@@ -227,9 +296,12 @@ class _Registration(pluginregistration_pb2_grpc.RegistrationServicer):
 class PluginServer:
     """Both gRPC servers of one driver."""
 
-    def __init__(self, driver: Driver, sockets: PluginSockets, board: HealthBoard,
+    def __init__(self, driver: Driver | DriverGate, sockets: PluginSockets, board: HealthBoard,
                  health_resend: float = HEALTH_RESEND_SECONDS, workers: int = 8) -> None:
-        self.driver, self.sockets, self.board = driver, sockets, board
+        """driver: the driver itself, or a gate it is handed to later (early registration)."""
+        self.gate = driver if isinstance(driver, DriverGate) else DriverGate(driver.s.driver, driver)
+        self.name = self.gate.name
+        self.sockets, self.board = sockets, board
         self.registered = threading.Event()
         self.registration_error = ""
         # Health streams each hold a thread; the cap keeps `workers - MAX_HEALTH_STREAMS` for prepare.
@@ -237,9 +309,9 @@ class PluginServer:
                                                            thread_name_prefix="dra"))
         streams = threading.Semaphore(MAX_HEALTH_STREAMS)
         dra_v1_pb2_grpc.add_DRAPluginServicer_to_server(
-            _dra_servicer(driver, dra_v1_pb2, dra_v1_pb2_grpc.DRAPluginServicer), self._dra)
+            _dra_servicer(self.gate, dra_v1_pb2, dra_v1_pb2_grpc.DRAPluginServicer), self._dra)
         dra_v1beta1_pb2_grpc.add_DRAPluginServicer_to_server(
-            _dra_servicer(driver, dra_v1beta1_pb2, dra_v1beta1_pb2_grpc.DRAPluginServicer), self._dra)
+            _dra_servicer(self.gate, dra_v1beta1_pb2, dra_v1beta1_pb2_grpc.DRAPluginServicer), self._dra)
         health_v1_pb2_grpc.add_DRAResourceHealthServicer_to_server(
             _health_servicer(board, health_v1_pb2, health_v1_pb2_grpc.DRAResourceHealthServicer, health_resend,
                              streams), self._dra)
@@ -248,15 +320,15 @@ class PluginServer:
                              health_resend, streams), self._dra)
         self._reg = grpc.server(futures.ThreadPoolExecutor(max_workers=2, thread_name_prefix="reg"))
         pluginregistration_pb2_grpc.add_RegistrationServicer_to_server(
-            _Registration(driver.s.driver, sockets.dra, self._on_status), self._reg)
+            _Registration(self.name, sockets.dra, self._on_status), self._reg)
 
     def _on_status(self, registered: bool, error: str) -> None:
         if registered:
-            log.info("kubelet registered %s", self.driver.s.driver)
+            log.info("kubelet registered %s", self.name)
             self.registration_error = ""
             self.registered.set()
         else:
-            log.error("kubelet rejected %s: %s", self.driver.s.driver, error)
+            log.error("kubelet rejected %s: %s", self.name, error)
             self.registration_error = error
             self.registered.clear()
 
@@ -306,3 +378,21 @@ def _remove_stale(path: str) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
+
+
+def listen_early(kubelet_root: str, drivers: tuple[str, ...], pool: str, pod_uid: str | None = None,
+                 health_resend: float = HEALTH_RESEND_SECONDS) -> dict[str, PluginServer]:
+    """Every named driver's servers listening with a closed gate (early registration): the kubelet
+    registers them now, claim calls wait until the caller opens each gate with its loaded driver."""
+    servers: dict[str, PluginServer] = {}
+    try:
+        for name in drivers:
+            server = PluginServer(DriverGate(name), plugin_sockets(kubelet_root, name, pod_uid), HealthBoard(pool),
+                                  health_resend=health_resend)
+            server.start()
+            servers[name] = server
+    except BaseException:
+        for server in servers.values():
+            server.stop(0)
+        raise
+    return servers

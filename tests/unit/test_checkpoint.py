@@ -124,3 +124,12 @@ def test_a_twin_never_sets_the_shared_file_aside_nor_loses_its_records(tmp_path,
         assert twin.records == _records()
     assert (tmp_path / "cp.json").read_text() == content
     assert [p.name for p in tmp_path.iterdir() if ".corrupt-" in p.name] == []
+
+
+def test_the_file_is_encode_serialized_once():
+    from sriovdra.checkpoint import encode_bytes
+
+    raw = encode_bytes(_records())
+    assert json.loads(raw) == encode(_records())
+    assert decode(json.loads(raw)) == _records()
+    assert raw.endswith(b"\n") and b"\n" not in raw[:-1]
