@@ -126,7 +126,7 @@ def test_a_twin_never_sets_the_shared_file_aside_nor_loses_its_records(tmp_path,
     assert [p.name for p in tmp_path.iterdir() if ".corrupt-" in p.name] == []
 
 
-def test_the_file_is_encode_serialized_once():
+def test_the_file_is_encode_on_one_line():
     from sriovdra.checkpoint import encode_bytes
 
     raw = encode_bytes(_records())
