@@ -146,6 +146,17 @@ def _claim_refs(request) -> list:
     return [ClaimRef(namespace=c.namespace, name=c.name, uid=c.uid) for c in request.claims]
 
 
+def _driver_or_refuse(gate: DriverGate, request, response, what: str) -> Driver | None:
+    """The driver, or None with every claim of the call answered "still starting" (the kubelet retries)."""
+    try:
+        return gate.get()
+    except DriverUnavailable as e:
+        for c in request.claims:
+            response.claims[c.uid].error = str(e)
+        log.warning("%s of %d claim(s): %s", what, len(request.claims), e)
+        return None
+
+
 def _dra_servicer(gate: DriverGate, pb2, base: type):
     """A servicer for one DRA API version; v1 and v1beta1 differ only in Device.share_id."""
     has_share_id = "share_id" in pb2.Device.DESCRIPTOR.fields_by_name
@@ -154,12 +165,8 @@ def _dra_servicer(gate: DriverGate, pb2, base: type):
         def NodePrepareResources(self, request, context):
             started = time.monotonic()
             response = pb2.NodePrepareResourcesResponse()
-            try:
-                driver = gate.get()
-            except DriverUnavailable as e:
-                for c in request.claims:
-                    response.claims[c.uid].error = str(e)
-                log.warning("prepare of %d claim(s): %s", len(request.claims), e)
+            driver = _driver_or_refuse(gate, request, response, "prepare")
+            if driver is None:
                 return response
             refs = _claim_refs(request)
             outcomes = driver.prepare(refs)
@@ -181,12 +188,8 @@ def _dra_servicer(gate: DriverGate, pb2, base: type):
 
         def NodeUnprepareResources(self, request, context):
             response = pb2.NodeUnprepareResourcesResponse()
-            try:
-                driver = gate.get()
-            except DriverUnavailable as e:
-                for c in request.claims:
-                    response.claims[c.uid].error = str(e)
-                log.warning("unprepare of %d claim(s): %s", len(request.claims), e)
+            driver = _driver_or_refuse(gate, request, response, "unprepare")
+            if driver is None:
                 return response
             refs = _claim_refs(request)
             errors = driver.unprepare(refs)

@@ -5,11 +5,9 @@ serve (the probes)."""
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import re
-import socket
 from pathlib import Path
 
 import pytest
@@ -18,6 +16,7 @@ import yaml
 from sriovdra.model import IB_DRIVER, SRIOV_DRIVER
 from tests.conftest import eth_pf, ib_pf
 from tests.support.helm import CHART, REPO
+from tests.support.httpget import free_port, http_get
 from tests.support.node import NodeFactory
 from tests.support.waiting import wait
 
@@ -350,9 +349,7 @@ def test_provisioning_change_rolls_the_pods_and_policy_change_does_not(render):
 
 def test_rendered_probes_reach_a_real_serve(helm_template, build_host, tmp_path):
     """Start serve with the rendered --probe-address and send it the rendered httpGet probes."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     _, spec = _plugin(helm_template(CHART, sets=[f"kubeletPlugin.probePort={port}"]))
     (container,) = spec["containers"]
     (address,) = [a for a in container["args"] if a.startswith("--probe-address=")]
@@ -361,12 +358,7 @@ def test_rendered_probes_reach_a_real_serve(helm_template, build_host, tmp_path)
     def probe(kind: str) -> int:
         get = container[kind]["httpGet"]
         assert get["scheme"] == "HTTP" and get["port"] == port
-        conn = http.client.HTTPConnection(get["host"], get["port"], timeout=container[kind]["timeoutSeconds"])
-        try:
-            conn.request("GET", get["path"])
-            return conn.getresponse().status
-        finally:
-            conn.close()
+        return http_get(get["host"], get["port"], get["path"], timeout=container[kind]["timeoutSeconds"])[0]
 
     host, _ = build_host({"pfs": [eth_pf(vfs={"total": 4, "count": 2}), ib_pf()]})
     factory = NodeFactory(tmp_path)

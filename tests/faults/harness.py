@@ -109,18 +109,18 @@ class CrashNode:
         return wait(once, timeout=30, what=f"prepare of {claim['metadata']['name']}")
 
     def prepare_dies(self, claim: dict, point: str) -> None:
-        try:
-            self.node.kubelet.prepare(self.plugin(), [ref(claim)], timeout=30)
-        except grpc.RpcError:
-            pass
-        self.killed(point)
+        self._dies(self.node.kubelet.prepare, claim, point)
 
     def unprepare(self, claim: dict) -> str:
         return self.node.kubelet.unprepare(self.plugin(), [ref(claim)]).claims[claim["metadata"]["uid"]].error
 
     def unprepare_dies(self, claim: dict, point: str) -> None:
+        self._dies(self.node.kubelet.unprepare, claim, point)
+
+    def _dies(self, call, claim: dict, point: str) -> None:
+        """The call reaches `point`: serve is SIGKILLed there (the call fails, or its answer is lost)."""
         try:
-            self.node.kubelet.unprepare(self.plugin(), [ref(claim)], timeout=30)
+            call(self.plugin(), [ref(claim)], timeout=30)
         except grpc.RpcError:
             pass
         self.killed(point)

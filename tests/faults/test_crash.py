@@ -18,6 +18,7 @@ from sriovdra.host import pci, sriov
 from sriovdra.model import SRIOV_DRIVER
 from tests.conftest import eth_pf
 from tests.faults.harness import CrashNode, pod_links, root_link
+from tests.netns.conftest import PodNetns
 from tests.support.claims import allocated_claim, vf_config
 from tests.support.node import NodeFactory
 from tests.support.nri_runtime import FakeRuntime, pod_sandbox
@@ -130,20 +131,6 @@ def claims_rig(tmp_path_factory):
         factory.close()
         if rig is not None:
             rig.close()
-
-
-class PodNetns:
-    """A network namespace bind-mounted on a file, like a runtime's pod sandbox netns."""
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        open(path, "w").close()
-        subprocess.run(["unshare", f"--net={path}", "true"], check=True)
-
-    def delete(self) -> None:
-        subprocess.run(["umount", self.path], capture_output=True)
-        if os.path.exists(self.path):
-            os.unlink(self.path)
 
 
 def _runtime_event(rt: FakeRuntime, event: str, sandbox) -> None:

@@ -19,28 +19,13 @@ from sriovdra.host import pci
 from sriovdra.host.discovery import discover
 from sriovdra.model import SRIOV_DRIVER
 from tests.conftest import eth_pf
-from tests.support.claims import allocated_claim, vf_config
+from tests.support.claims import ClaimBook, allocated_claim, vf_config
 
 pytestmark = pytest.mark.faults
 
 VFS = [f"0000:3b:00.{2 + i}" for i in range(4)]
 DEVICES = [f"vf-0000-3b-00-{2 + i}" for i in range(4)]
 TINY = "64k"
-
-
-class Claims:
-    """The API server's claims, as the driver reads them."""
-
-    def __init__(self) -> None:
-        self.by_name: dict[tuple[str, str], dict] = {}
-
-    def add(self, claim: dict) -> ClaimRef:
-        md = claim["metadata"]
-        self.by_name[(md["namespace"], md["name"])] = claim
-        return ClaimRef(md["namespace"], md["name"], md["uid"])
-
-    def get_claim(self, namespace: str, name: str) -> dict:
-        return self.by_name[(namespace, name)]
 
 
 class Node:
@@ -50,7 +35,7 @@ class Node:
         _, self.paths = build_host({"host": {"iommu": True, "modules": ["mlx5_core", "vfio_pci"]},
                                     "pfs": [eth_pf(rdma=False, vfs={"total": 8, "count": 4, "offset": 2})]})
         self.inv = discover(self.paths)
-        self.claims = Claims()
+        self.claims = ClaimBook()
         self.cdi_dir, self.state_dir = cdi_dir, state_dir
         self.checkpoint = checkpoint_path(state_dir, SRIOV_DRIVER)
         self.original = {a: pci.current_driver(self.paths, a) for a in VFS}

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.node import Node, NodeFactory
+from tests.support.node import make_node
+
+__all__ = ["make_node"]
 
 _report: list[str] = []
 
@@ -19,16 +21,3 @@ def pytest_terminal_summary(terminalreporter):
 def report():
     """report(line): printed in the session summary (latency figures, fault counts)."""
     return _report.append
-
-
-@pytest.fixture
-def make_node(tmp_path, build_host):
-    """make_node(spec) -> a Node whose serve is not started yet; every serve it started is killed after."""
-    factory = NodeFactory(tmp_path)
-
-    def _make(spec: dict) -> Node:
-        host, _ = build_host(spec)
-        return factory.make(host.root, host.sysfs, host.dev)
-
-    yield _make
-    factory.close()

@@ -27,8 +27,8 @@ from sriovdra.model import IB_DRIVER
 from sriovdra.nri.plugin import Pod
 from tests.conftest import ib_pf
 from tests.netns.conftest import PodNetns, unique
-from tests.netns.test_pod_network import Claims, host_link, links_in
-from tests.support.claims import SEED_IB_CONFIG, allocated_claim
+from tests.netns.test_pod_network import host_link, links_in
+from tests.support.claims import SEED_IB_CONFIG, ClaimBook, allocated_claim
 
 IB_API = {"apiVersion": "ib.resource.sigs.k8s.io/v1alpha1", "kind": "IbConfig"}
 
@@ -46,7 +46,7 @@ class IbRig:
             for name in self.netdevs:
                 ipr.link("add", ifname=name, kind="veth", peer=f"{name}p")
         self.inv = discover(self.paths)
-        self.claims = Claims()
+        self.claims = ClaimBook()
         self.status_writes: list[str] = []  # claim UIDs whose status the network asked to rewrite
         self.net = PodNetwork(NetworkSettings(ipoib_settle_seconds=0), lambda: self.inv,
                               on_attached=lambda driver, rec: self.status_writes.append(rec.claim.uid))

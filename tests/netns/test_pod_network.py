@@ -22,24 +22,9 @@ from sriovdra.model import SRIOV_DRIVER
 from sriovdra.nri.plugin import Pod
 from tests.conftest import eth_pf
 from tests.netns.conftest import PodNetns, in_pod, unique
-from tests.support.claims import allocated_claim, vf_config
+from tests.support.claims import ClaimBook, allocated_claim, vf_config
 
 HOST_LOCAL = "/usr/lib/cni/host-local"
-
-
-class Claims:
-    """The API server's claims, as the driver reads them (the plugin tier runs the real client)."""
-
-    def __init__(self) -> None:
-        self.by_name: dict[tuple[str, str], dict] = {}
-
-    def add(self, claim: dict) -> ClaimRef:
-        md = claim["metadata"]
-        self.by_name[(md["namespace"], md["name"])] = claim
-        return ClaimRef(md["namespace"], md["name"], md["uid"])
-
-    def get_claim(self, namespace: str, name: str) -> dict:
-        return self.by_name[(namespace, name)]
 
 
 class Rig:
@@ -52,7 +37,7 @@ class Rig:
             for name in self.netdevs:
                 ipr.link("add", ifname=name, kind="veth", peer=f"{name}p")
         self.inv = discover(self.paths)
-        self.claims = Claims()
+        self.claims = ClaimBook()
         self.status: list[tuple[str, list]] = []
         lock = threading.RLock()
         self.net = PodNetwork(NetworkSettings(cni_bin_dirs=(os.path.dirname(HOST_LOCAL),)), lambda: self.inv,

@@ -18,21 +18,11 @@ from sriovdra.model import SRIOV_DRIVER
 from sriovdra.plugin import server as server_mod
 from sriovdra.plugin.server import listen_early
 from tests.conftest import eth_pf
-from tests.support.claims import allocated_claim, ref
+from tests.support.claims import ClaimBook, allocated_claim, ref
 from tests.support.kubelet import Kubelet
 
 HOST = {"host": {"modules": ["mlx5_core", "vfio_pci"]}, "pfs": [eth_pf(vfs={"total": 8, "count": 2, "offset": 2})]}
 VF = "vf-0000-3b-00-2"
-
-
-class Claims:
-    """The claims the API would return (the driver's ClaimSource)."""
-
-    def __init__(self, *claims: dict) -> None:
-        self.by_name = {(c["metadata"]["namespace"], c["metadata"]["name"]): c for c in claims}
-
-    def get_claim(self, namespace: str, name: str) -> dict:
-        return self.by_name[(namespace, name)]
 
 
 @pytest.fixture
@@ -44,7 +34,7 @@ def early():
     shutil.rmtree(root, ignore_errors=True)
 
 
-def _driver(tmp_path, paths, claims: Claims) -> Driver:
+def _driver(tmp_path, paths, claims: ClaimBook) -> Driver:
     inv = discover(paths)
     settings = DriverSettings(driver=SRIOV_DRIVER, pool="node1", cdi_dir=str(tmp_path / "cdi"),
                               checkpoint_path=str(tmp_path / "st" / "cp.json"), paths=paths, netdev_attach="none")
@@ -72,7 +62,7 @@ def test_a_prepare_waiting_at_the_gate_goes_on_once_the_driver_is_loaded(early, 
     caller = threading.Thread(target=lambda: got.update(kubelet.prepare(plugin, [ref(claim)]).claims))
     caller.start()  # waits at the gate (GATE_WAIT_SECONDS is far longer than this test)
     _, paths = build_host(HOST)
-    driver = _driver(tmp_path, paths, Claims(claim))
+    driver = _driver(tmp_path, paths, ClaimBook(claim))
     assert driver.start() == []  # the checkpoint loaded: only now may claim calls reach the driver
     server.gate.open(driver)
     caller.join()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.client
 import os
 import socket
 import subprocess
@@ -13,25 +12,14 @@ import pytest
 from sriovdra.model import IB_DRIVER, SRIOV_DRIVER
 from sriovdra.plugin.proto import pluginregistration_pb2, pluginregistration_pb2_grpc
 from tests.conftest import eth_pf, ib_pf
+from tests.support.httpget import free_port, http_get
 from tests.support.waiting import wait
 
 HOST = {"pfs": [eth_pf(vfs={"total": 4, "count": 2}), ib_pf()]}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def probe(port: int, path: str) -> tuple[int, str]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        return resp.status, resp.read().decode()
-    finally:
-        conn.close()
+    return http_get("127.0.0.1", port, path)
 
 
 @pytest.fixture

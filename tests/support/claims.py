@@ -4,12 +4,31 @@ from __future__ import annotations
 
 import uuid
 
+from sriovdra.claim import ClaimRef
 from sriovdra.model import IB_DRIVER, SRIOV_DRIVER
 
 VF_CLASS = "virtualfunction.sriovnetwork.openshift.io"  # the SR-IOV seed's DeviceClass
 IB_CLASS = "ib.sigs.k8s.io"
 SEED_IB_CONFIG = {"apiVersion": "ib.resource.sigs.k8s.io/v1alpha1", "kind": "IbConfig",
                   "pkey": 32769, "trafficClass": 128, "mtu": 4096}  # verbatim from the InfiniBand seed
+
+
+class ClaimBook:
+    """The claims the API server would return, in memory: a driver ClaimSource for tiers that run the
+    driver core in process (the plugin tier runs the real client against the API stand-in)."""
+
+    def __init__(self, *claims: dict) -> None:
+        self.by_name: dict[tuple[str, str], dict] = {}
+        for claim in claims:
+            self.add(claim)
+
+    def add(self, claim: dict) -> ClaimRef:
+        md = claim["metadata"]
+        self.by_name[(md["namespace"], md["name"])] = claim
+        return ClaimRef(md["namespace"], md["name"], md["uid"])
+
+    def get_claim(self, namespace: str, name: str) -> dict:
+        return self.by_name[(namespace, name)]
 
 
 def vf_config(**fields) -> dict:

@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 
 import grpc
+import pytest
 
 from tests.support.apiserver import ApiServer
 from tests.support.kubelet import Kubelet, Plugin
@@ -115,3 +116,16 @@ class NodeFactory:
         for api in self.servers:
             api.__exit__(None, None, None)
         shutil.rmtree(self.short, ignore_errors=True)
+
+
+@pytest.fixture
+def make_node(tmp_path, build_host):
+    """make_node(spec) -> a Node whose serve is not started yet; every serve it started is killed after."""
+    factory = NodeFactory(tmp_path)
+
+    def _make(spec: dict) -> Node:
+        host, _ = build_host(spec)
+        return factory.make(host.root, host.sysfs, host.dev)
+
+    yield _make
+    factory.close()

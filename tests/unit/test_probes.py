@@ -2,22 +2,16 @@
 
 from __future__ import annotations
 
-import http.client
 import socket
 
 import pytest
 
 from sriovdra.probes import Check, ProbeAddressError, ProbeServer, parse_address, render
+from tests.support.httpget import http_get
 
 
 def get(server: ProbeServer, path: str) -> tuple[int, str]:
-    conn = http.client.HTTPConnection(*server.address, timeout=5)
-    try:
-        conn.request("GET", path)
-        resp = conn.getresponse()
-        return resp.status, resp.read().decode()
-    finally:
-        conn.close()
+    return http_get(*server.address, path, timeout=5)
 
 
 @pytest.fixture

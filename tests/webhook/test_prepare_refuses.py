@@ -7,7 +7,7 @@ import pytest
 
 from sriovdra.model import SRIOV_DRIVER
 from tests.conftest import eth_pf
-from tests.plugin.conftest import make_node  # noqa: F401 - the fixture, reused
+from tests.support.node import make_node  # noqa: F401 - the fixture, reused
 from tests.support.claims import allocated_claim, ref, vf_config
 
 VF = ["vf-0000-3b-00-2", "vf-0000-3b-00-3"]
